@@ -150,8 +150,12 @@ def _online() -> bool:
         return False
 
 
+def _bundle_path():
+    return resources.files("ddpm_helpers") / "assets" / BUNDLED_FILE
+
+
 def _read_bundle() -> dict[str, np.ndarray]:
-    path = resources.files("ddpm_helpers") / "assets" / BUNDLED_FILE
+    path = _bundle_path()
     try:
         with resources.as_file(path) as file, np.load(file) as npz:
             return {key: npz[key] for key in npz.files}
