@@ -1,0 +1,75 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from ddpm_helpers.make_exercises import main, render, strip_solutions, student_copy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _notebook(*cells):
+    return {"cells": list(cells), "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def _code(source, tags=()):
+    return {"cell_type": "code", "execution_count": 3, "id": "c", "metadata": {"tags": list(tags)},
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": "42\n"}], "source": source}
+
+
+def test_solution_region_becomes_not_implemented_at_its_indentation():
+    lines = ["def f(x):\n", "    ### BEGIN SOLUTION\n", "    return x + 1\n", "    ### END SOLUTION\n", "\n", "y = 2"]
+    assert strip_solutions(lines, code=True, where="cell 0") == [
+        "def f(x):\n", "    # YOUR CODE HERE\n", "    raise NotImplementedError()\n", "\n", "y = 2",
+    ]
+
+
+def test_markdown_answers_are_blanked():
+    lines = ["**Answer:**\n", "### BEGIN SOLUTION\n", "Because SNR falls.\n", "### END SOLUTION"]
+    assert strip_solutions(lines, code=False, where="cell 1") == ["**Answer:**\n", "_YOUR ANSWER HERE_"]
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (["### BEGIN SOLUTION\n", "x = 1\n"], "never closed"),
+        (["x = 1\n", "### END SOLUTION\n"], "without"),
+        (["### BEGIN SOLUTION\n", "### BEGIN SOLUTION\n", "### END SOLUTION\n"], "second"),
+    ],
+)
+def test_unbalanced_markers_name_the_cell_and_line(lines, message):
+    with pytest.raises(ValueError, match=message):
+        strip_solutions(lines, code=True, where="cell 7")
+
+
+def test_student_copy_clears_outputs_drops_solution_only_cells_and_keeps_the_source_intact():
+    source = _notebook(
+        _code("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"),
+        _code("print('for instructors')", tags=["solution-only"]),
+    )
+    before = json.dumps(source)
+    student = student_copy(source)
+    assert json.dumps(source) == before
+    assert len(student["cells"]) == 1
+    cell = student["cells"][0]
+    assert cell["outputs"] == [] and cell["execution_count"] is None
+    assert "return 1" not in "".join(cell["source"])
+
+
+def test_check_mode_detects_a_stale_copy(tmp_path, capsys):
+    src, out = tmp_path / "sol.ipynb", tmp_path / "student.ipynb"
+    src.write_text(json.dumps(_notebook(_code("x = 1\n"))))
+    assert main(["--source", str(src), "--out", str(out), "--check"]) == 1
+    assert main(["--source", str(src), "--out", str(out)]) == 0
+    assert main(["--source", str(src), "--out", str(out), "--check"]) == 0
+    out.write_text(out.read_text().replace("x = 1", "x = 2"))
+    assert main(["--source", str(src), "--out", str(out), "--check"]) == 1
+    assert "stale" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (REPO / "notebooks" / "06_exercises_solutions.ipynb").is_file(), reason="no exercises yet")
+def test_committed_student_copy_is_generated_from_the_solutions():
+    solutions = json.loads((REPO / "notebooks" / "06_exercises_solutions.ipynb").read_text(encoding="utf-8"))
+    committed = (REPO / "notebooks" / "06_exercises.ipynb").read_text(encoding="utf-8")
+    assert committed == render(student_copy(solutions)), "run `python -m ddpm_helpers.make_exercises` and commit"
+    assert "### BEGIN SOLUTION" not in committed
