@@ -15,6 +15,8 @@ penultimate layer (see `classifier.py`):
                       bundled training digits. ~1 for real unseen digits, well below 1 = copying.
     train_copy_share  share of samples closer to a training digit than 99 % of real held-out test
                       digits are (below their 1st percentile of d_nn); ~0.01 for real unseen digits.
+                      Both only search the 24,000 bundled training digits (so they work offline): a
+                      model trained on full MNIST could copy one of the other 36,000 unflagged.
 
 Moons (`moons_scores`, `moons_real_floor`): `w2`, the Wasserstein-2 distance to as many fresh
 `make_moons` points (exact optimal matching up to 2,000 points, sliced W2 beyond, named in
