@@ -1,0 +1,137 @@
+"""UNet: a small, CPU-friendly eps-prediction network for 1x28x28 images (MNIST).
+
+Shape of the network (c1, c2, c3 = channels; every arrow a residual block that also sees t):
+
+    28x28: in-conv -> c1 ──────────────────────────────── skip ─────────────→ c1 -> out-conv
+    14x14:            ↓ c2 ─────────────────────── skip ──────────→ c2 ↑
+     7x7:                ↓ c3 -> middle -> c3 ── skip ──→ c3 ↑
+
+Down-sampling is a stride-2 3x3 convolution, up-sampling is nearest-neighbour x2 followed by a
+3x3 convolution; skips are concatenated (Ronneberger et al. 2015; Ho et al. 2020, appendix B,
+without attention, which costs more than it gives at this size on a CPU).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .embeddings import SinusoidalEmbedding, check_timesteps
+
+
+class ResidualBlock(nn.Module):
+    """h = conv(SiLU(GN(x))) + MLP(temb);  out = skip(x) + conv(SiLU(GN(h)))   (Ho et al. 2020, app. B)."""
+
+    def __init__(self, in_ch: int, out_ch: int, time_dim: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.time_proj = nn.Linear(time_dim, out_ch)
+        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)          # each block starts as the identity (stable start)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_proj(temb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t) for images (B, in_channels, H, W), H and W divisible by 4 (28x28 MNIST).
+
+    channels: widths (c1, c2, c3) at 28, 14 and 7 pixels; blocks: residual blocks per level on the
+    way down (the way up has one more, which takes the skip); time_dim: width of the time
+    embedding MLP (default 4 * c1); groups: GroupNorm groups (must divide every width).
+    `config` holds the keyword arguments that rebuild the model.
+    """
+
+    def __init__(self, channels=(32, 64, 64), blocks: int = 1, time_dim: int | None = None,
+                 groups: int = 8, in_channels: int = 1, dropout: float = 0.0):
+        super().__init__()
+        channels = _check_config(channels, blocks, groups, in_channels, dropout)
+        time_dim = 4 * channels[0] if time_dim is None else time_dim
+        self.config = dict(channels=channels, blocks=blocks, time_dim=time_dim, groups=groups,
+                           in_channels=in_channels, dropout=dropout)
+        self.in_channels = in_channels
+        self.time_mlp = nn.Sequential(SinusoidalEmbedding(channels[0]), nn.Linear(channels[0], time_dim),
+                                      nn.SiLU(), nn.Linear(time_dim, time_dim))
+        self.in_conv = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+
+        def block(i, o):
+            return ResidualBlock(i, o, time_dim, groups, dropout)
+
+        self.down, self.downsample, skip_widths, width = nn.ModuleList(), nn.ModuleList(), [], channels[0]
+        for level, c in enumerate(channels):
+            self.down.append(nn.ModuleList([block(width if k == 0 else c, c) for k in range(blocks)]))
+            width = c
+            skip_widths.append(c)
+            if level < len(channels) - 1:
+                self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+        self.middle = block(width, width)
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for level in reversed(range(len(channels))):
+            c = channels[level]
+            ups = [block(width + skip_widths[level], c)] + [block(c, c) for _ in range(blocks)]
+            self.up.append(nn.ModuleList(ups))
+            width = c
+            if level > 0:                        # up-sample straight to the next level's width
+                width = channels[level - 1]
+                self.upsample.append(nn.Conv2d(c, width, 3, padding=1))
+        self.out_norm = nn.GroupNorm(groups, channels[0])
+        self.out_conv = nn.Conv2d(channels[0], in_channels, 3, padding=1)
+        nn.init.zeros_(self.out_conv.weight)      # predict eps = 0 at the start
+        nn.init.zeros_(self.out_conv.bias)
+        self.to(memory_format=torch.channels_last)   # NHWC: ~20% faster convolutions on CPUs
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        self._check_input(x_t)
+        x_t = x_t.contiguous(memory_format=torch.channels_last)
+        temb = self.time_mlp(check_timesteps(t, batch=x_t.shape[0]))
+        h, skips = self.in_conv(x_t), []
+        for level, blocks in enumerate(self.down):
+            for blk in blocks:
+                h = blk(h, temb)
+            skips.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+        h = self.middle(h, temb)
+        for i, blocks in enumerate(self.up):
+            h = torch.cat([h, skips.pop()], dim=1)
+            for blk in blocks:
+                h = blk(h, temb)
+            if i < len(self.upsample):
+                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+    def num_parameters(self) -> int:
+        """The number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _check_input(self, x_t: Tensor) -> None:
+        factor = 2 ** (len(self.down) - 1)
+        if x_t.ndim != 4 or x_t.shape[1] != self.in_channels or x_t.shape[2] % factor or x_t.shape[3] % factor:
+            raise ValueError(
+                f"x_t must have shape (B, {self.in_channels}, H, W) with H and W divisible by {factor} "
+                f"(e.g. (B, 1, 28, 28) for MNIST), got {tuple(x_t.shape)}"
+            )
+
+
+def _check_config(channels, blocks, groups, in_channels, dropout) -> tuple[int, ...]:
+    if not isinstance(channels, (tuple, list)) or not channels or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels
+    ):
+        raise ValueError(f"channels must be a tuple of positive ints, one per resolution, got {channels!r}")
+    for name, value in (("blocks", blocks), ("groups", groups), ("in_channels", in_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if any(c % groups for c in channels):
+        raise ValueError(f"groups={groups} must divide every width in channels={tuple(channels)}; "
+                         "pick widths that are multiples of it or fewer groups")
+    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    return tuple(channels)

@@ -1,0 +1,101 @@
+"""Command line that trains (and reproduces) the shipped weights.
+
+    python -m ddpm_helpers.train moons --seconds 60 --out moons_mlp.pt --seed 0
+    python -m ddpm_helpers.train mnist --minutes 5 --out mnist_unet.pt --seed 0 [--data-root DIR]
+
+Each run prints what it did and writes one checkpoint (see ddpm_helpers.checkpoints) whose
+provenance records this command, the minutes, the machine and the settings.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+import torch
+
+from .checkpoints import save_checkpoint
+from .data import load_mnist, make_moons
+from .models import MLPDenoiser, UNet
+from .schedules import NoiseSchedule
+from .training import train
+
+# The recipes behind the shipped files; every value can be overridden on the command line.
+RECIPES = {
+    "moons": dict(hidden=128, depth=3, n_points=50_000, batch_size=256, lr=2e-3, warmup=100,
+                  ema_decay=0.995, timesteps="stratified", schedule="linear"),
+    "mnist": dict(channels="32,64,64", blocks=1, batch_size=128, lr=2e-3, warmup=200,
+                  ema_decay=0.999, timesteps="stratified", schedule="linear"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ddpm_helpers.train", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="data", required=True)
+    for name, recipe in RECIPES.items():
+        p = sub.add_parser(name, help=f"train the {name} denoiser", formatter_class=parser.formatter_class)
+        budget = p.add_argument_group("budget (training stops at whichever comes first)")
+        budget.add_argument("--minutes", type=float, default=None, help="wall-clock minutes of training")
+        budget.add_argument("--seconds", type=float, default=None, help="the same budget in seconds")
+        budget.add_argument("--steps", type=int, default=None, help="optimizer steps")
+        p.add_argument("--out", required=True, help="checkpoint file to write")
+        p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batches, t and noise")
+        p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+        p.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        for key in ("batch_size", "lr", "warmup", "ema_decay", "timesteps", "schedule"):
+            p.add_argument("--" + key.replace("_", "-"), type=type(recipe[key]), default=recipe[key])
+        if name == "moons":
+            p.add_argument("--hidden", type=int, default=recipe["hidden"], help="MLP width")
+            p.add_argument("--depth", type=int, default=recipe["depth"], help="hidden layers")
+            p.add_argument("--n-points", type=int, default=recipe["n_points"], help="training set size")
+        else:
+            p.add_argument("--channels", default=recipe["channels"], help="U-Net widths at 28, 14, 7 px")
+            p.add_argument("--blocks", type=int, default=recipe["blocks"], help="residual blocks per level")
+            p.add_argument("--data-root", default=None,
+                           help="folder holding MNIST/raw (full MNIST); default: load_mnist()'s choice")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    minutes = _budget(args)
+    torch.manual_seed(args.seed)                       # the initial weights
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.data == "moons":
+        data = make_moons(args.n_points, generator=generator)
+        model, described = MLPDenoiser(hidden=args.hidden, depth=args.depth), f"make_moons({args.n_points}, noise=0.05)"
+    else:
+        data, _ = load_mnist(train=True, root=args.data_root)
+        channels = tuple(int(c) for c in args.channels.split(","))
+        model = UNet(channels=channels, blocks=args.blocks)
+        described = f"MNIST train, {data.shape[0]} images" + (" (full)" if data.shape[0] == 60_000 else "")
+    schedule = getattr(NoiseSchedule, args.schedule)(T=1000)
+    print(f"training {type(model).__name__} ({model.num_parameters():,} parameters) on {described}, "
+          f"budget: {minutes} min / {args.steps} steps, seed {args.seed}", flush=True)
+    result = train(model, data, schedule, steps=args.steps, minutes=minutes, batch_size=args.batch_size,
+                   lr=args.lr, warmup=args.warmup, lr_decay="cosine", ema_decay=args.ema_decay,
+                   timesteps=args.timesteps, generator=generator, device=args.device,
+                   num_threads=args.threads, progress=not args.no_progress)
+    provenance = dict(result.provenance, data=described, model_parameters=model.num_parameters(),
+                      command="python -m ddpm_helpers.train " + shlex.join(argv),
+                      final_loss=sum(result.losses[-100:]) / max(1, len(result.losses[-100:])))
+    path = save_checkpoint(args.out, result.model, schedule, provenance, half=args.half)
+    print(f"done: {provenance['steps']} steps in {provenance['minutes']:.2f} min on {provenance['device']} "
+          f"({provenance['machine']}), final loss {provenance['final_loss']:.4f}; wrote {path}", flush=True)
+    return provenance
+
+
+def _budget(args) -> float | None:
+    if args.minutes is not None and args.seconds is not None:
+        raise SystemExit("give --minutes or --seconds, not both")
+    if args.minutes is None and args.seconds is None and args.steps is None:
+        raise SystemExit("give a budget: --minutes M, --seconds S and/or --steps N")
+    return args.seconds / 60 if args.seconds is not None else args.minutes
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Tests of the denoising networks: sinusoidal embedding, MLPDenoiser, UNet."""
+
+import pytest
+import torch
+
+from ddpm_helpers.models import MLPDenoiser, SinusoidalEmbedding, UNet, num_parameters
+
+torch.set_num_threads(1)
+
+
+def test_embedding_has_shape_batch_by_dim_and_float_dtype():
+    emb = SinusoidalEmbedding(16)(torch.arange(5))
+    assert emb.shape == (5, 16)
+    assert emb.dtype == torch.float32
+
+
+def test_embedding_matches_the_sine_cosine_formula():
+    dim, t = 8, torch.tensor([0, 1, 37, 999])
+    half = dim // 2
+    freqs = torch.tensor([10_000.0 ** (-i / half) for i in range(half)], dtype=torch.float64)
+    angles = t.double()[:, None] * freqs[None]
+    expected = torch.cat([angles.sin(), angles.cos()], dim=1).float()
+    torch.testing.assert_close(SinusoidalEmbedding(dim)(t), expected, atol=1e-5, rtol=0)
+
+
+def test_embedding_of_t0_is_zeros_then_ones():
+    emb = SinusoidalEmbedding(6)(torch.tensor([0]))
+    torch.testing.assert_close(emb, torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]]))
+
+
+def test_embedding_stays_in_minus_one_one_and_is_finite_for_large_t():
+    t = torch.tensor([0, 999, 10_000, 1_000_000])
+    emb = SinusoidalEmbedding(32)(t)
+    assert torch.isfinite(emb).all()
+    assert emb.abs().max() <= 1.0
+
+
+def test_embedding_gives_distinct_vectors_for_every_timestep():
+    emb = SinusoidalEmbedding(32)(torch.arange(1000))
+    distances = torch.cdist(emb, emb) + torch.eye(1000) * 10
+    assert distances.min() > 0.1  # neighbouring integers are clearly apart, no collisions
+
+
+def test_embedding_accepts_float_times_and_agrees_with_long():
+    module = SinusoidalEmbedding(8)
+    torch.testing.assert_close(module(torch.tensor([3.0, 7.0])), module(torch.tensor([3, 7])))
+
+
+@pytest.mark.parametrize("dim", [0, 3, 2.0, True])
+def test_embedding_rejects_odd_or_non_int_dim(dim):
+    with pytest.raises(ValueError, match="even int"):
+        SinusoidalEmbedding(dim)
+
+
+@pytest.mark.parametrize("t", [torch.tensor(5), torch.zeros(2, 3, dtype=torch.long)])
+def test_embedding_rejects_t_that_is_not_one_dimensional(t):
+    with pytest.raises(ValueError, match="shape"):
+        SinusoidalEmbedding(8)(t)
+
+
+def test_mlp_returns_eps_of_the_shape_of_x_t_and_depends_on_t():
+    torch.manual_seed(0)
+    model = MLPDenoiser(hidden=32, depth=2, time_dim=8)
+    x_t = torch.randn(6, 2)
+    out_early = model(x_t, torch.zeros(6, dtype=torch.long))
+    out_late = model(x_t, torch.full((6,), 900, dtype=torch.long))
+    assert out_early.shape == (6, 2)
+    assert not torch.allclose(out_early, out_late)
+
+
+def test_mlp_parameter_count_matches_the_layer_sizes():
+    model = MLPDenoiser(hidden=10, depth=2, time_dim=4)
+    expected = (2 + 4) * 10 + 10 + 10 * 10 + 10 + 10 * 2 + 2
+    assert model.num_parameters() == expected == num_parameters(model)
+
+
+def test_mlp_rejects_wrong_shapes_with_clear_messages():
+    model = MLPDenoiser(hidden=8, depth=1, time_dim=4)
+    with pytest.raises(ValueError, match=r"x_t must have shape \(B, 2\)"):
+        model(torch.randn(3, 1, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"t must have shape \(3,\)"):
+        model(torch.randn(3, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match="tensor"):
+        model(torch.randn(3, 2), 5)
+    with pytest.raises(ValueError, match="depth"):
+        MLPDenoiser(depth=0)
+
+
+def test_unet_maps_mnist_batch_to_same_shape_and_uses_t():
+    torch.manual_seed(0)
+    model = UNet(channels=(8, 16, 16), groups=4)
+    for p in model.parameters():  # zero-initialised output layers would hide the dependence on t
+        torch.nn.init.normal_(p, std=0.05)
+    x_t = torch.randn(3, 1, 28, 28)
+    out_a = model(x_t, torch.tensor([0, 0, 0]))
+    out_b = model(x_t, torch.tensor([500, 500, 500]))
+    assert out_a.shape == (3, 1, 28, 28)
+    assert not torch.allclose(out_a, out_b)
+
+
+def test_unet_starts_by_predicting_zero_noise():
+    out = UNet(channels=(8, 16, 16), groups=4)(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))
+    assert torch.count_nonzero(out) == 0
+
+
+def test_unet_widths_are_configurable_and_change_the_parameter_count():
+    small, large = UNet(channels=(8, 16, 16), groups=4), UNet(channels=(8, 16, 32), groups=4)
+    assert small.num_parameters() < large.num_parameters()
+    assert small.config["channels"] == (8, 16, 16)
+    assert UNet(**small.config).num_parameters() == small.num_parameters()
+
+
+def test_unet_skip_connections_carry_information_across_the_bottleneck():
+    # The gradient of a 28x28 output pixel w.r.t. a far-away input pixel flows through the
+    # coarse levels; the one w.r.t. its own neighbourhood flows through the 28x28 skip.
+    torch.manual_seed(0)
+    model = UNet(channels=(8, 8, 8), groups=4)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x_t = torch.randn(1, 1, 28, 28, requires_grad=True)
+    model(x_t, torch.tensor([10]))[0, 0, 14, 14].backward()
+    assert x_t.grad[0, 0, 14, 14] != 0
+    assert x_t.grad[0, 0, 0, 0] != 0  # receptive field spans the whole image
+
+
+def test_unet_rejects_bad_input_and_config():
+    model = UNet(channels=(8, 16, 16), groups=4)
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        model(torch.randn(2, 28, 28), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model(torch.randn(2, 1, 30, 30), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
+        model(torch.randn(2, 1, 28, 28), torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match="groups=8 must divide"):
+        UNet(channels=(12, 16, 16))
+    with pytest.raises(ValueError, match="channels"):
+        UNet(channels=(8, -16))

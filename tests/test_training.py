@@ -1,0 +1,169 @@
+"""Tests of the training loop: the loss falls, the EMA is the average it claims, budgets stop it."""
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from ddpm_helpers.data import make_moons
+from ddpm_helpers.models import MLPDenoiser
+from ddpm_helpers.schedules import NoiseSchedule
+from ddpm_helpers.training import draw_timesteps, ema_multi_avg_fn, lr_factor, train
+
+torch.set_num_threads(1)
+
+
+def _moons(n=2000, seed=0):
+    return make_moons(n, generator=torch.Generator().manual_seed(seed))
+
+
+def _tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return MLPDenoiser(hidden=64, depth=2, time_dim=16)
+
+
+def test_loss_decreases_on_moons_in_a_few_hundred_steps():
+    result = train(_tiny_model(), _moons(), NoiseSchedule.linear(T=1000), steps=400, batch_size=256,
+                   lr=3e-3, generator=torch.Generator().manual_seed(0), device="cpu", progress=False)
+    assert len(result.losses) == 400
+    first, last = sum(result.losses[:20]) / 20, sum(result.losses[-50:]) / 50
+    assert first > 0.45             # an untrained network is near Var(eps) = 1 or so
+    assert last < 0.7 * first
+
+
+def test_training_is_reproducible_with_a_seeded_generator():
+    runs = [train(_tiny_model(), _moons(), NoiseSchedule.linear(T=100), steps=20, batch_size=64,
+                  generator=torch.Generator().manual_seed(3), device="cpu", progress=False) for _ in range(2)]
+    assert runs[0].losses == runs[1].losses
+    assert runs[0].provenance["seed"] == 3 and runs[0].provenance["steps"] == 20
+
+
+def test_ema_differs_from_the_raw_weights_after_training():
+    result = train(_tiny_model(), _moons(), NoiseSchedule.linear(T=100), steps=30, batch_size=64,
+                   ema_decay=0.9, generator=torch.Generator().manual_seed(0), device="cpu", progress=False)
+    ema, raw = result.model.state_dict(), result.raw_model.state_dict()
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+    assert not result.model.training and type(result.model) is MLPDenoiser
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_update_equals_the_hand_computed_average(warmup):
+    weight = nn.Parameter(torch.tensor([0.0]))
+    module = nn.Module()
+    module.weight = weight
+    ema = AveragedModel(module, multi_avg_fn=ema_multi_avg_fn(0.5, warmup=warmup))
+    expected = None
+    for value in [1.0, 2.0, 4.0]:
+        with torch.no_grad():
+            weight.fill_(value)
+        ema.update_parameters(module)
+        if expected is None:
+            expected, n = value, 1               # the first update copies the weights
+        else:
+            d = min(0.5, (1 + n) / (10 + n)) if warmup else 0.5
+            expected, n = d * expected + (1 - d) * value, n + 1
+    # warm-up: d_1 = 2/11, d_2 = 3/12; without: 0.5 * (0.5 * 1 + 0.5 * 2) + 0.5 * 4 = 2.75
+    hand = (2 / 11 * 1 + 9 / 11 * 2) * 3 / 12 + 9 / 12 * 4 if warmup else 2.75
+    assert math.isclose(expected, hand)
+    torch.testing.assert_close(ema.module.weight.detach(), torch.tensor([hand]))
+
+
+def test_stops_at_the_step_budget_when_it_comes_first():
+    result = train(_tiny_model(), _moons(), NoiseSchedule.linear(T=100), steps=7, minutes=10.0,
+                   batch_size=32, device="cpu", progress=False)
+    assert result.provenance["steps"] == 7 == len(result.losses)
+
+
+def test_stops_at_the_time_budget_when_it_comes_first():
+    minutes = 0.5 / 60
+    result = train(_tiny_model(), _moons(), NoiseSchedule.linear(T=100), steps=10**9, minutes=minutes,
+                   batch_size=32, device="cpu", progress=False)
+    assert 0 < result.provenance["steps"] < 10**9
+    assert result.provenance["minutes"] >= minutes
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
+    assert lr_factor(0.0, 0, warmup=4, decay=None) == 0.25
+    assert lr_factor(0.0, 3, warmup=4, decay=None) == 1.0
+    assert lr_factor(0.5, 10, warmup=4, decay=None) == 1.0
+    assert math.isclose(lr_factor(0.5, 10, warmup=4, decay="cosine"), 0.5)
+    assert math.isclose(lr_factor(1.0, 10, warmup=0, decay="cosine"), 0.0, abs_tol=1e-12)
+
+
+def test_stratified_timesteps_put_one_t_in_each_slice():
+    t = draw_timesteps(10, 1000, "stratified", torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long
+    assert torch.equal(t // 100, torch.arange(10))
+    uniform = draw_timesteps(5000, 1000, "uniform", torch.Generator().manual_seed(0))
+    assert uniform.min() >= 0 and uniform.max() <= 999
+
+
+def test_thread_setting_is_restored_after_training():
+    before = torch.get_num_threads()
+    train(_tiny_model(), _moons(), NoiseSchedule.linear(T=100), steps=2, batch_size=32, device="cpu",
+          num_threads=2, progress=False)
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(), "give a budget"),
+    (dict(steps=0), "steps must be a positive int"),
+    (dict(minutes=-1), "minutes must be a positive number"),
+    (dict(steps=5, batch_size=10**6), "batch_size must be an int in"),
+    (dict(steps=5, lr=0), "lr must be a positive number"),
+    (dict(steps=5, ema_decay=1.0), "ema_decay must be in"),
+    (dict(steps=5, grad_clip=0), "grad_clip must be"),
+    (dict(steps=5, lr_decay="linear"), "lr_decay must be"),
+    (dict(steps=5, timesteps="sorted"), "timesteps must be"),
+    (dict(steps=5, warmup=-1), "warmup must be"),
+])
+def test_bad_arguments_raise_with_a_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        train(_tiny_model(), _moons(100), NoiseSchedule.linear(T=100), device="cpu", progress=False, **kwargs)
+
+
+def test_integer_data_is_rejected():
+    with pytest.raises(TypeError, match="float tensor"):
+        train(_tiny_model(), torch.zeros(10, 2, dtype=torch.long), NoiseSchedule.linear(T=10), steps=1)
+
+
+def test_cli_trains_moons_and_writes_a_checkpoint_with_its_command(tmp_path, capsys):
+    from ddpm_helpers.checkpoints import load_checkpoint
+    from ddpm_helpers.train import main
+
+    out = tmp_path / "moons.pt"
+    argv = ["moons", "--steps", "5", "--out", str(out), "--seed", "3", "--hidden", "16", "--n-points", "500",
+            "--no-progress"]
+    provenance = main(argv)
+    model, schedule = load_checkpoint(out)
+    assert type(model) is MLPDenoiser and model.config["hidden"] == 16 and schedule.T == 1000
+    assert model.provenance["command"] == "python -m ddpm_helpers.train " + " ".join(argv)
+    assert model.provenance["steps"] == 5 == provenance["steps"] and model.provenance["seed"] == 3
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_requires_a_budget(tmp_path):
+    from ddpm_helpers.train import main
+
+    with pytest.raises(SystemExit, match="give a budget"):
+        main(["moons", "--out", str(tmp_path / "m.pt")])
+    with pytest.raises(SystemExit, match="not both"):
+        main(["moons", "--minutes", "1", "--seconds", "5", "--out", str(tmp_path / "m.pt")])
+
+
+@pytest.mark.slow
+def test_cli_trains_a_tiny_mnist_unet_on_the_bundled_subset(tmp_path, monkeypatch):
+    from ddpm_helpers.checkpoints import load_checkpoint
+    from ddpm_helpers.models import UNet
+    from ddpm_helpers.train import main
+
+    from ddpm_helpers.data import load_bundled_mnist
+
+    monkeypatch.setattr("ddpm_helpers.train.load_mnist", lambda train, root: load_bundled_mnist(train))
+    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8,8", "--out", str(tmp_path / "u.pt"),
+          "--no-progress"])
+    model, _ = load_checkpoint(tmp_path / "u.pt")
+    assert type(model) is UNet and model.config["channels"] == (8, 8, 8)
+    assert model.provenance["data"].startswith("MNIST train, 24000 images")
