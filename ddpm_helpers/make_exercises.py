@@ -8,8 +8,12 @@ the solutions notebook unchanged:
 - in code cells, everything from a `### BEGIN SOLUTION` line to its `### END SOLUTION` line becomes
   `# YOUR CODE HERE` + `raise NotImplementedError()` at the indentation of the BEGIN line;
 - in Markdown cells the same region becomes `_YOUR ANSWER HERE_`;
+- a `### BEGIN HIDDEN TESTS` ... `### END HIDDEN TESTS` region is removed (e.g. the `assert` that
+  makes a check cell an nbgrader autograder test; the student copy must run without raising);
 - cells tagged `solution-only` are dropped (e.g. a note to instructors);
-- every output and execution count is cleared.
+- every output, execution count and execution timestamp is cleared; nbgrader metadata stays.
+  (nbval does not compare the outputs of a cell whose execution count is None, so under nbval the
+  student copy only has to run every cell without an error.)
 Hints stay: write them as collapsible `<details>` Markdown in the source.
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 SOURCE = Path("notebooks/06_exercises_solutions.ipynb")
 STUDENT = Path("notebooks/06_exercises.ipynb")
 
@@ -28,22 +33,25 @@ STUDENT = Path("notebooks/06_exercises.ipynb")
 def strip_solutions(lines: list[str], code: bool, where: str) -> list[str]:
     """Replace every BEGIN/END SOLUTION region of one cell's lines (kept with their newlines)."""
     out: list[str] = []
-    indent = None
+    indent = opened = None
+    closing = {BEGIN: END, BEGIN_HIDDEN: END_HIDDEN}
     for number, line in enumerate(lines, start=1):
         marker = line.strip()
-        if marker == BEGIN:
-            if indent is not None:
-                raise ValueError(f"{where}, line {number}: a second {BEGIN!r} before {END!r}")
-            indent = line[: len(line) - len(line.lstrip())]
-        elif marker == END:
-            if indent is None:
-                raise ValueError(f"{where}, line {number}: {END!r} without a {BEGIN!r} before it")
-            out += [f"{indent}# YOUR CODE HERE\n", f"{indent}raise NotImplementedError()\n"] if code else [f"{indent}_YOUR ANSWER HERE_\n"]
-            indent = None
-        elif indent is None:
+        if marker in closing:
+            if opened is not None:
+                raise ValueError(f"{where}, line {number}: a second {marker!r} before {closing[opened]!r}")
+            indent, opened = line[: len(line) - len(line.lstrip())], marker
+        elif marker in closing.values():
+            if opened is None or closing[opened] != marker:
+                begin = BEGIN if marker == END else BEGIN_HIDDEN
+                raise ValueError(f"{where}, line {number}: {marker!r} without a {begin!r} before it")
+            if opened == BEGIN:
+                out += [f"{indent}# YOUR CODE HERE\n", f"{indent}raise NotImplementedError()\n"] if code else [f"{indent}_YOUR ANSWER HERE_\n"]
+            indent = opened = None
+        elif opened is None:
             out.append(line)
-    if indent is not None:
-        raise ValueError(f"{where}: {BEGIN!r} is never closed by {END!r}")
+    if opened is not None:
+        raise ValueError(f"{where}: {opened!r} is never closed by {closing[opened]!r}")
     if out and not lines[-1].endswith("\n"):
         out[-1] = out[-1].rstrip("\n")
     return out
@@ -59,6 +67,7 @@ def student_copy(notebook: dict) -> dict:
         source = cell["source"]
         lines = source.splitlines(keepends=True) if isinstance(source, str) else list(source)
         cell["source"] = strip_solutions(lines, cell["cell_type"] == "code", f"cell {index}")
+        cell.get("metadata", {}).pop("execution", None)
         if cell["cell_type"] == "code":
             cell["outputs"] = []
             cell["execution_count"] = None

@@ -29,12 +29,19 @@ def test_markdown_answers_are_blanked():
     assert strip_solutions(lines, code=False, where="cell 1") == ["**Answer:**\n", "_YOUR ANSWER HERE_"]
 
 
+def test_hidden_tests_are_removed_from_the_student_copy():
+    lines = ["ok = check(f)\n", "### BEGIN HIDDEN TESTS\n", "assert ok\n", "### END HIDDEN TESTS"]
+    assert strip_solutions(lines, code=True, where="cell 2") == ["ok = check(f)"]
+
+
 @pytest.mark.parametrize(
     "lines, message",
     [
         (["### BEGIN SOLUTION\n", "x = 1\n"], "never closed"),
         (["x = 1\n", "### END SOLUTION\n"], "without"),
         (["### BEGIN SOLUTION\n", "### BEGIN SOLUTION\n", "### END SOLUTION\n"], "second"),
+        (["### BEGIN HIDDEN TESTS\n", "assert ok\n"], "never closed"),
+        (["### BEGIN SOLUTION\n", "x = 1\n", "### END HIDDEN TESTS\n"], "without"),
     ],
 )
 def test_unbalanced_markers_name_the_cell_and_line(lines, message):
@@ -56,6 +63,14 @@ def test_student_copy_clears_outputs_drops_solution_only_cells_and_keeps_the_sou
     assert "return 1" not in "".join(cell["source"])
 
 
+def test_student_copy_drops_execution_timestamps_and_keeps_nbgrader_metadata():
+    cell = _code("print(2)\n", tags=["keep"])
+    cell["metadata"]["execution"] = {"iopub.status.busy": "2026-11-25T07:04:33Z"}
+    cell["metadata"]["nbgrader"] = {"grade": False, "solution": True}
+    student = student_copy(_notebook(cell))
+    assert student["cells"][0]["metadata"] == {"tags": ["keep"], "nbgrader": {"grade": False, "solution": True}}
+
+
 def test_check_mode_detects_a_stale_copy(tmp_path, capsys):
     src, out = tmp_path / "sol.ipynb", tmp_path / "student.ipynb"
     src.write_text(json.dumps(_notebook(_code("x = 1\n"))))
@@ -72,4 +87,4 @@ def test_committed_student_copy_is_generated_from_the_solutions():
     solutions = json.loads((REPO / "notebooks" / "06_exercises_solutions.ipynb").read_text(encoding="utf-8"))
     committed = (REPO / "notebooks" / "06_exercises.ipynb").read_text(encoding="utf-8")
     assert committed == render(student_copy(solutions)), "run `python -m ddpm_helpers.make_exercises` and commit"
-    assert "### BEGIN SOLUTION" not in committed
+    assert "### BEGIN SOLUTION" not in committed and "HIDDEN TESTS" not in committed
