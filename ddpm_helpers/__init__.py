@@ -25,6 +25,7 @@ from .metrics import (
     moons_real_floor,
     moons_reference,
     moons_scores,
+    nearest_distances,
 )
 from .models import MLPDenoiser, SinusoidalEmbedding, UNet, num_parameters
 from .samplers import (
@@ -52,7 +53,7 @@ __all__ = [
     "collect_trajectory", "draw_noise", "moons_reference", "forward_explorer", "frechet_distance", "get_device", "iterate_batches",
     "load_bundled_mnist", "load_checkpoint", "load_mnist", "load_pretrained", "loss_simple",
     "make_gif", "make_moons", "mnist_real_floor", "mnist_scores", "moons_real_floor",
-    "moons_scores", "num_parameters", "optimal_eps_gaussian", "optimal_eps_point", "plot_losses",
+    "moons_scores", "nearest_distances", "num_parameters", "optimal_eps_gaussian", "optimal_eps_point", "plot_losses",
     "plot_schedule", "predict_x0", "q_posterior", "q_sample", "q_step", "quick_mode",
     "sampler_explorer", "save_checkpoint", "show_filmstrip", "show_gif", "show_grid",
     "show_scatter", "trajectory_scrubber", "train",

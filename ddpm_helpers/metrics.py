@@ -100,13 +100,22 @@ def mnist_scores(samples: Tensor, batch_size: int = 500, memorization: bool = Tr
     `memorization=False` skips the nearest-training-digit search (about half the time).
     """
     _check_images(samples)
-    n = samples.shape[0]
+    _warn_if_few(samples.shape[0])
+    return _mnist_scores(samples, batch_size, memorization)
+
+
+def _warn_if_few(n: int) -> None:
+    """Warn (pointing at the caller of the public function) when n is small for the features."""
     if n < 2 * FEATURE_DIM:
         warnings.warn(
             f"{n} samples are few for {FEATURE_DIM}-d features: the Fréchet distance is strongly "
             f"biased upwards; use >= 1,000 samples, and compare with mnist_real_floor({n}).",
-            stacklevel=2,
+            stacklevel=3,
         )
+
+
+def _mnist_scores(samples: Tensor, batch_size: int, memorization: bool) -> dict:
+    n = samples.shape[0]
     features, probs = classify(load_mnist_classifier().to(samples.device), samples, batch_size)
     reference = _asset()["reference"]
     mu, cov = feature_statistics(features)
@@ -138,7 +147,8 @@ def mnist_real_floor(n: int = 1000, seed: int = 0, batch_size: int = 500, memori
         )
     images, _ = load_bundled_mnist(train=False)
     order = torch.randperm(images.shape[0], generator=_generator(seed))
-    return mnist_scores(images[order[:n]], batch_size=batch_size, memorization=memorization)
+    _warn_if_few(n)
+    return _mnist_scores(images[order[:n]], batch_size, memorization)
 
 
 def moons_scores(samples: Tensor, seed: int = 0) -> dict:

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,6 +141,14 @@ def test_mnist_scores_rejects_bad_input(bad, error, match):
 def test_mnist_scores_warns_when_n_is_small_for_the_features(real_test_digits):
     with pytest.warns(UserWarning, match="few"):
         mnist_scores(real_test_digits[0][:50], memorization=False)
+
+
+def test_small_n_warnings_point_at_the_callers_line_not_the_package():
+    for score in (lambda: mnist_real_floor(50, seed=1, memorization=False),
+                  lambda: mnist_scores(torch.zeros(50, 1, 28, 28), memorization=False)):
+        with pytest.warns(UserWarning, match="few") as record:
+            score()
+        assert [Path(w.filename).name for w in record] == [Path(__file__).name]
 
 
 def test_moons_real_data_scores_near_zero_and_splits_evenly():
