@@ -1,44 +1,20 @@
 """Tests of the pictures (viz.py) and the GIFs (gif.py): honest pixels, panels, labels, frames."""
 import io
-from typing import NamedTuple
 
 import imageio.v3 as iio
-import matplotlib
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageSequence
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageSequence  # noqa: E402
-
-from ddpm_helpers.gif import make_gif, render_frames, show_gif  # noqa: E402
-from ddpm_helpers.schedules import NoiseSchedule  # noqa: E402
-from ddpm_helpers.viz import (  # noqa: E402
+from ddpm_helpers.gif import make_gif, render_frames, show_gif
+from ddpm_helpers.schedules import NoiseSchedule
+from ddpm_helpers.viz import (
     FINAL_LABEL, POINT_LIM, collect_trajectory, plot_losses, plot_schedule, show_filmstrip,
     show_grid, show_scatter, to_pixels,
 )
 
 torch.set_num_threads(1)
-
-
-class Step(NamedTuple):  # the SamplerStep contract: (t, x_t, x0_pred, x_prev)
-    t: int
-    x_t: torch.Tensor
-    x0_pred: torch.Tensor
-    x_prev: torch.Tensor
-
-
-def fake_run(T=10, shape=(3, 1, 6, 6)):
-    """A progressive 'sampler' whose x_t is the constant t / T and whose x0_pred is -t / T."""
-    for t in reversed(range(T)):
-        yield Step(t, torch.full(shape, t / T), torch.full(shape, -t / T), torch.full(shape, (t - 1) / T))
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def titles(fig):
@@ -83,7 +59,7 @@ def test_show_scatter_uses_fixed_limits_and_draws_the_manifold_behind():
 
 # ---- trajectories and filmstrips ---------------------------------------------------------------
 
-def test_collect_trajectory_keeps_every_kth_step_the_last_step_and_the_final_sample():
+def test_collect_trajectory_keeps_every_kth_step_the_last_step_and_the_final_sample(fake_run):
     traj = collect_trajectory(fake_run(T=10), every=4)
     assert traj["ts"] == [9, 5, 1, 0]
     assert [float(x[0, 0, 0, 0]) for x in traj["x_t"]] == pytest.approx([0.9, 0.5, 0.1, 0.0])
@@ -98,7 +74,7 @@ def test_collect_trajectory_rejects_things_that_are_not_sampler_steps():
         collect_trajectory(iter([]))
 
 
-def test_image_filmstrip_has_one_panel_per_timestep_plus_final_with_t_labels():
+def test_image_filmstrip_has_one_panel_per_timestep_plus_final_with_t_labels(fake_run):
     fig = show_filmstrip(fake_run(T=10), n_cols=4, n_samples=2)
     assert titles(fig) == ["t = 9", "t = 6", "t = 3", "t = 0", FINAL_LABEL]
     column = np.asarray(fig.axes[0].images[0].get_array())
@@ -107,7 +83,7 @@ def test_image_filmstrip_has_one_panel_per_timestep_plus_final_with_t_labels():
     assert titles(show_filmstrip(fake_run(T=10), ts=[7, 2], show_final=False)) == ["t = 7", "t = 2"]
 
 
-def test_filmstrip_x0_row_doubles_the_panels_and_leaves_final_prediction_empty():
+def test_filmstrip_x0_row_doubles_the_panels_and_leaves_final_prediction_empty(fake_run):
     fig = show_filmstrip(collect_trajectory(fake_run(T=10)), ts=[9, 0], show_x0=True)
     assert len(fig.axes) == 6
     assert [ax.axison for ax in fig.axes[3:]] == [True, True, False]
@@ -115,7 +91,7 @@ def test_filmstrip_x0_row_doubles_the_panels_and_leaves_final_prediction_empty()
     assert np.asarray(fig.axes[3].images[0].get_array())[2, 2] == pytest.approx((-0.9 + 1) / 2)
 
 
-def test_point_cloud_filmstrip_is_one_scatter_per_column_in_fixed_limits():
+def test_point_cloud_filmstrip_is_one_scatter_per_column_in_fixed_limits(fake_run):
     fig = show_filmstrip(fake_run(T=5, shape=(20, 2)), show_x0=True, show_final=False)
     assert len(fig.axes) == 10 and titles(fig)[:5] == [f"t = {t}" for t in (4, 3, 2, 1, 0)]
     for ax in fig.axes:
@@ -216,7 +192,7 @@ def test_point_cloud_gif_has_one_scatter_frame_per_tensor():
     assert not np.array_equal(pictures[0], pictures[-1])
 
 
-def test_gif_from_a_trajectory_ends_with_the_final_sample():
+def test_gif_from_a_trajectory_ends_with_the_final_sample(fake_run):
     traj = collect_trajectory(fake_run(T=4))
     assert len(render_frames(traj["x_t"] + [traj["final"]])) == 5
     assert len(durations(make_gif(traj))) == 5

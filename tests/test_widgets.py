@@ -1,43 +1,20 @@
 """Tests of the ipywidgets explorers: they build without a front end, react to value changes, and
 fall back to a static figure (with a notice) where widgets cannot render."""
-from typing import NamedTuple
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.figure import Figure
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ddpm_helpers.diffusion import draw_noise, q_sample  # noqa: E402
-from ddpm_helpers.schedules import NoiseSchedule  # noqa: E402
-from ddpm_helpers.viz import collect_trajectory  # noqa: E402
-from ddpm_helpers.widgets import (  # noqa: E402
+from ddpm_helpers.diffusion import draw_noise, q_sample
+from ddpm_helpers.schedules import NoiseSchedule
+from ddpm_helpers.viz import collect_trajectory
+from ddpm_helpers.widgets import (
     NOTICE, forward_explorer, sampler_explorer, trajectory_scrubber, widgets_available,
 )
 
 pytest.importorskip("ipywidgets")
 torch.set_num_threads(1)
 PNG = b"\x89PNG"
-
-
-class Step(NamedTuple):  # the SamplerStep contract: (t, x_t, x0_pred, x_prev)
-    t: int
-    x_t: torch.Tensor
-    x0_pred: torch.Tensor
-    x_prev: torch.Tensor
-
-
-def fake_run(T=6, shape=(2, 1, 8, 8)):
-    for t in reversed(range(T)):
-        yield Step(t, torch.full(shape, t / T), torch.full(shape, -t / T), torch.full(shape, (t - 1) / T))
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture
@@ -86,7 +63,7 @@ def test_interactive_must_be_none_true_or_false(digits, schedule):
         forward_explorer(digits, schedule, interactive="yes")
 
 
-def test_trajectory_scrubber_shows_x_t_and_predicted_x0_for_the_chosen_step():
+def test_trajectory_scrubber_shows_x_t_and_predicted_x0_for_the_chosen_step(fake_run):
     box = trajectory_scrubber(collect_trajectory(fake_run(T=6)), interactive=True)
     slider, left, right = box.controls["step"], box.controls["x_t"], box.controls["x0_pred"]
     assert len(slider.options) == 7 and box.state == {"index": 0, "label": "t = 5", "t": 5}
@@ -97,7 +74,7 @@ def test_trajectory_scrubber_shows_x_t_and_predicted_x0_for_the_chosen_step():
     assert box.state["label"] == "final x0" and box.state["t"] == 0
 
 
-def test_trajectory_scrubber_falls_back_to_a_filmstrip_with_the_x0_row(capsys):
+def test_trajectory_scrubber_falls_back_to_a_filmstrip_with_the_x0_row(capsys, fake_run):
     fig = trajectory_scrubber(fake_run(T=4), interactive=False)
     assert isinstance(fig, Figure) and len(fig.axes) == 2 * 5
     assert NOTICE in capsys.readouterr().out
