@@ -2,6 +2,7 @@
 
     python -m ddpm_helpers.train moons --seconds 60 --out moons_mlp.pt --seed 0
     python -m ddpm_helpers.train mnist --minutes 5 --out mnist_unet.pt --seed 0 [--data-root DIR]
+    python -m ddpm_helpers.train mnist --minutes 5 --init mnist_unet.pt --out longer.pt   # one more cycle
 
 Each run prints what it did and writes one checkpoint (see ddpm_helpers.checkpoints) whose
 provenance records this command, the minutes, the machine and the settings.
@@ -14,7 +15,7 @@ import sys
 
 import torch
 
-from .checkpoints import save_checkpoint
+from .checkpoints import load_checkpoint, save_checkpoint
 from .data import load_mnist, make_moons
 from .models import MLPDenoiser, UNet
 from .schedules import NoiseSchedule
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batches, t and noise")
         p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+        p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                       help="start from this checkpoint's (EMA) weights: one more warm-up + cosine cycle; "
+                            "the architecture and schedule options must match it")
         p.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         for key in ("batch_size", "lr", "warmup", "ema_decay", "timesteps", "schedule"):
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = UNet(channels=channels, blocks=args.blocks)
         described = f"MNIST train, {data.shape[0]} images" + (" (full)" if data.shape[0] == 60_000 else "")
     schedule = getattr(NoiseSchedule, args.schedule)(T=1000)
+    earlier = _initialize(model, schedule, args.init) if args.init else None
     print(f"training {type(model).__name__} ({model.num_parameters():,} parameters) on {described}, "
           f"budget: {minutes} min / {args.steps} steps, seed {args.seed}", flush=True)
     result = train(model, data, schedule, steps=args.steps, minutes=minutes, batch_size=args.batch_size,
@@ -83,10 +88,25 @@ def main(argv: list[str] | None = None) -> dict:
     provenance = dict(result.provenance, data=described, model_parameters=model.num_parameters(),
                       command="python -m ddpm_helpers.train " + shlex.join(argv),
                       final_loss=sum(result.losses[-100:]) / max(1, len(result.losses[-100:])))
+    if earlier is not None:
+        provenance.update(initialized_from=earlier, total_steps=earlier.get("total_steps", earlier["steps"])
+                          + provenance["steps"], total_minutes=earlier.get("total_minutes", earlier["minutes"])
+                          + provenance["minutes"])
     path = save_checkpoint(args.out, result.model, schedule, provenance, half=args.half)
     print(f"done: {provenance['steps']} steps in {provenance['minutes']:.2f} min on {provenance['device']} "
           f"({provenance['machine']}), final loss {provenance['final_loss']:.4f}; wrote {path}", flush=True)
     return provenance
+
+
+def _initialize(model, schedule, path) -> dict:
+    """Load `path` into `model` (same architecture, else a ValueError says what differs) and return
+    its provenance, which the new checkpoint keeps as `initialized_from`."""
+    loaded, loaded_schedule = load_checkpoint(path, model=model)
+    if loaded_schedule.config != schedule.config:
+        raise SystemExit(f"--init {path} was trained with the schedule {loaded_schedule.config}, "
+                         f"not {schedule.config}: pass the matching --schedule")
+    print(f"starting from {path}: {loaded.provenance.get('command', 'command not recorded')}", flush=True)
+    return dict(loaded.provenance)
 
 
 def _budget(args) -> float | None:

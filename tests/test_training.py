@@ -144,6 +144,30 @@ def test_cli_trains_moons_and_writes_a_checkpoint_with_its_command(tmp_path, cap
     assert "wrote" in capsys.readouterr().out
 
 
+def test_cli_init_continues_from_a_checkpoint_and_keeps_its_provenance(tmp_path):
+    from ddpm_helpers.checkpoints import load_checkpoint
+    from ddpm_helpers.train import main
+
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    tiny = ["--hidden", "16", "--n-points", "500", "--no-progress"]
+    main(["moons", "--steps", "5", "--out", str(first), "--seed", "3"] + tiny)
+    main(["moons", "--steps", "3", "--init", str(first), "--out", str(second), "--lr", "1e-12"] + tiny)
+    before, _ = load_checkpoint(first)
+    after, _ = load_checkpoint(second)
+    for a, b in zip(before.state_dict().values(), after.state_dict().values()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-9)  # lr ~ 0: the second cycle kept the loaded weights
+    p = after.provenance
+    assert p["initialized_from"]["command"] == before.provenance["command"]
+    assert p["steps"] == 3 and p["total_steps"] == 8
+    assert p["total_minutes"] == pytest.approx(before.provenance["minutes"] + p["minutes"])
+    with pytest.raises(ValueError, match="architecture mismatch"):
+        main(["moons", "--steps", "1", "--init", str(first), "--out", str(second), "--hidden", "32",
+              "--no-progress"])
+    with pytest.raises(SystemExit, match="--schedule"):
+        main(["moons", "--steps", "1", "--init", str(first), "--out", str(second), "--schedule", "cosine"]
+             + tiny)
+
+
 def test_cli_requires_a_budget(tmp_path):
     from ddpm_helpers.train import main
 
