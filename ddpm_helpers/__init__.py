@@ -6,7 +6,7 @@ models -> training -> metrics, with viz/gif/widgets for pictures.
 """
 from .checkpoints import load_checkpoint, load_pretrained, save_checkpoint
 from .config import get_device, quick_mode
-from .data import iterate_batches, load_bundled_mnist, load_mnist, make_moons
+from .data import iterate_batches, load_bundled_mnist, load_fashion_mnist, load_mnist, make_moons
 from .diffusion import (
     draw_noise,
     loss_simple,
@@ -51,7 +51,7 @@ __all__ = [
     "ddim_sample", "ddim_sample_progressive", "ddim_step", "ddim_timesteps", "naive_skip_sample",
     "naive_skip_sample_progressive", "naive_skip_timesteps", "p_sample", "to_pixels", "SinusoidalEmbedding", "TrainResult", "UNet",
     "collect_trajectory", "draw_noise", "moons_reference", "forward_explorer", "frechet_distance", "get_device", "iterate_batches",
-    "load_bundled_mnist", "load_checkpoint", "load_mnist", "load_pretrained", "loss_simple",
+    "load_bundled_mnist", "load_checkpoint", "load_fashion_mnist", "load_mnist", "load_pretrained", "loss_simple",
     "make_gif", "make_moons", "mnist_real_floor", "mnist_scores", "moons_real_floor",
     "moons_scores", "nearest_distances", "num_parameters", "optimal_eps_gaussian", "optimal_eps_point", "plot_losses",
     "plot_schedule", "predict_x0", "q_posterior", "q_sample", "q_step", "quick_mode",

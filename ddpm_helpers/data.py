@@ -1,4 +1,5 @@
-"""Data for the course: two moons (generated) and MNIST (downloaded, or a bundled real subset).
+"""Data for the course: two moons (generated), MNIST (downloaded, or a bundled real subset), and
+Fashion-MNIST as an online-only option.
 
 Every tensor returned here lives in [-1, 1], the range the diffusion code assumes.
 """
@@ -20,8 +21,9 @@ from torch import Tensor
 DATA_DIR_ENV = "DDPM_DATA_DIR"
 DEFAULT_ROOT = Path.home() / ".cache" / "ddpm_helpers"
 BUNDLED_FILE = "mnist_subset.npz"
-# The host torchvision downloads MNIST from first; probing it tells "online" in seconds.
+# The hosts torchvision downloads from first; probing one tells "online" in seconds.
 _MNIST_HOST = ("ossci-datasets.s3.amazonaws.com", 443)
+_FASHION_HOST = ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80)
 _PROBE_SECONDS = 3.0
 
 
@@ -62,16 +64,15 @@ def load_mnist(
     answer within a few seconds) the real MNIST subset bundled with the package is used instead
     (24,000 training / 2,000 test digits, balanced) and one notice line says so.
     """
-    if not isinstance(train, bool):
-        raise ValueError(f"train must be True (training split) or False (test split), got {train!r}")
+    _check_train(train)
     if offline not in (None, True, False):
         raise ValueError(f"offline must be None (detect), True or False, got {offline!r}")
     if offline is True:
         return load_bundled_mnist(train)
     root = _resolve_root(root)
-    if _torchvision_mnist_present(root):
+    if _torchvision_present(root, "MNIST"):
         return _load_torchvision(root, train, download=False)
-    if offline is None and not _online():
+    if offline is None and not _online(_MNIST_HOST):
         print(
             "MNIST download not reachable (offline?): using the bundled real subset "
             f"({'24,000 training' if train else '2,000 test'} digits, all classes balanced).",
@@ -79,6 +80,29 @@ def load_mnist(
         )
         return load_bundled_mnist(train)
     return _load_torchvision(root, train, download=True)
+
+
+def load_fashion_mnist(train: bool = True, root: str | os.PathLike | None = None) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST (Xiao et al. 2017: 28x28 grey images of ten kinds of clothing, a drop-in
+    replacement for MNIST) as (N, 1, 28, 28) float32 in [-1, 1], with (N,) int64 labels.
+
+    An optional data set for students who want to go further, online only: read from `root` (or
+    $DDPM_DATA_DIR, or ~/.cache/ddpm_helpers) under FashionMNIST/raw when it is there, downloaded
+    there otherwise. Nothing is bundled, so without a connection (checked in a few seconds) and
+    without the files it raises an error that says what to do. The metrics of this package score
+    digits only: their classifier knows MNIST, not clothes.
+    """
+    _check_train(train)
+    root = _resolve_root(root)
+    if _torchvision_present(root, "FashionMNIST"):
+        return _load_torchvision(root, train, download=False, dataset="FashionMNIST")
+    if not _online(_FASHION_HOST):
+        raise RuntimeError(
+            f"Fashion-MNIST is not in {root / 'FashionMNIST' / 'raw'} and its download server does not "
+            "answer (offline?). There is no bundled copy: connect and call again, put torchvision's "
+            "FashionMNIST/raw files under `root`, or use load_mnist(), which works offline."
+        )
+    return _load_torchvision(root, train, download=True, dataset="FashionMNIST")
 
 
 def load_bundled_mnist(train: bool = True) -> tuple[Tensor, Tensor]:
@@ -113,6 +137,11 @@ def iterate_batches(
             yield data[order[start : start + batch_size]]
 
 
+def _check_train(train) -> None:
+    if not isinstance(train, bool):
+        raise ValueError(f"train must be True (training split) or False (test split), got {train!r}")
+
+
 def _resolve_root(root: str | os.PathLike | None) -> Path:
     root = Path(root if root is not None else os.environ.get(DATA_DIR_ENV, DEFAULT_ROOT)).expanduser()
     if root.exists() and not root.is_dir():
@@ -122,29 +151,31 @@ def _resolve_root(root: str | os.PathLike | None) -> Path:
     return root
 
 
-def _torchvision_mnist_present(root: Path) -> bool:
-    raw = root / "MNIST" / "raw"
+def _torchvision_present(root: Path, dataset: str) -> bool:
+    raw = root / dataset / "raw"
     names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     return all((raw / name).is_file() for name in names)
 
 
-def _load_torchvision(root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
-    from torchvision.datasets import MNIST
+def _load_torchvision(root: Path, train: bool, download: bool, dataset: str = "MNIST") -> tuple[Tensor, Tensor]:
+    from torchvision import datasets
 
     try:
-        dataset = MNIST(str(root), train=train, download=download)
+        loaded = getattr(datasets, dataset)(str(root), train=train, download=download)
     except (OSError, RuntimeError) as error:
+        fallback = ("call load_mnist(offline=True) to use the bundled subset" if dataset == "MNIST"
+                    else "use load_mnist(), which works offline")
         raise RuntimeError(
-            f"Could not get MNIST into {root} ({error}). Check your connection, pass another root, "
-            "or call load_mnist(offline=True) to use the bundled subset."
+            f"Could not get {dataset} into {root} ({error}). Check your connection, pass another root, "
+            f"or {fallback}."
         ) from error
-    images = dataset.data.float().unsqueeze(1) / 127.5 - 1.0
-    return images, dataset.targets.long()
+    images = loaded.data.float().unsqueeze(1) / 127.5 - 1.0
+    return images, loaded.targets.long()
 
 
-def _online() -> bool:
+def _online(host: tuple[str, int]) -> bool:
     try:
-        with socket.create_connection(_MNIST_HOST, timeout=_PROBE_SECONDS):
+        with socket.create_connection(host, timeout=_PROBE_SECONDS):
             return True
     except OSError:
         return False

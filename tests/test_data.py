@@ -10,6 +10,7 @@ from ddpm_helpers.data import (
     bundled_mnist_indices,
     iterate_batches,
     load_bundled_mnist,
+    load_fashion_mnist,
     load_mnist,
     make_moons,
 )
@@ -96,6 +97,33 @@ def test_root_from_environment_variable(tmp_path, monkeypatch, no_network):
 def test_bad_arguments_raise_clear_errors(bad):
     with pytest.raises(ValueError):
         load_mnist(**bad)
+
+
+def write_idx(path: Path, values: torch.Tensor) -> None:
+    """An uncompressed IDX file as torchvision reads it: 0, 0, type 0x08 (uint8), ndim, then dims."""
+    header = bytes([0, 0, 8, values.ndim]) + b"".join(d.to_bytes(4, "big") for d in values.shape)
+    path.write_bytes(header + values.to(torch.uint8).numpy().tobytes())
+
+
+@pytest.mark.parametrize("train, prefix", [(True, "train"), (False, "t10k")])
+def test_fashion_mnist_is_read_from_root_in_the_data_range(tmp_path, no_network, train, prefix):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    pixels = torch.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+    for split in ("train", "t10k"):
+        write_idx(raw / f"{split}-images-idx3-ubyte", pixels if split == prefix else pixels.flip(0))
+        write_idx(raw / f"{split}-labels-idx1-ubyte", torch.tensor([9, 0, 4]))
+    images, labels = load_fashion_mnist(train=train, root=tmp_path)
+    assert images.shape == (3, 1, 28, 28) and images.dtype == torch.float32
+    torch.testing.assert_close(images[:, 0], pixels.float() / 127.5 - 1.0)
+    assert labels.tolist() == [9, 0, 4] and images.min() == -1.0 and images.max() == 1.0
+
+
+def test_fashion_mnist_offline_without_files_says_what_to_do_quickly(tmp_path, no_network):
+    with pytest.raises(RuntimeError, match="no bundled copy.*load_mnist"):
+        load_fashion_mnist(root=tmp_path)
+    with pytest.raises(ValueError, match="train must be"):
+        load_fashion_mnist(train="test")
 
 
 def test_corrupt_bundle_names_the_fix(tmp_path, monkeypatch):
