@@ -82,7 +82,8 @@ def render(notebook: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate the student exercise notebook from the solutions.")
+    parser = argparse.ArgumentParser(prog="python -m ddpm_helpers.make_exercises",
+                                     description="Generate the student exercise notebook from the solutions.")
     parser.add_argument("--source", type=Path, default=SOURCE)
     parser.add_argument("--out", type=Path, default=STUDENT)
     parser.add_argument("--check", action="store_true", help="only check that --out is up to date")

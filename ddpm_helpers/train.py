@@ -23,11 +23,24 @@ from .training import train
 
 # The recipes behind the shipped files; every value can be overridden on the command line.
 RECIPES = {
-    "moons": dict(hidden=128, depth=3, n_points=50_000, batch_size=256, lr=2e-3, warmup=100,
-                  ema_decay=0.995, timesteps="stratified", schedule="linear"),
-    "mnist": dict(channels="32,64,64", blocks=1, batch_size=128, lr=2e-3, warmup=200,
-                  ema_decay=0.999, timesteps="stratified", schedule="linear"),
+    "moons": dict(hidden=128, depth=3, n_points=50_000, batch_size=256, lr=2e-3, warmup=100, grad_clip=1.0,
+                  weight_decay=0.0, ema_decay=0.995, timesteps="stratified", schedule="linear"),
+    "mnist": dict(channels="32,64,64", blocks=1, batch_size=128, lr=2e-3, warmup=200, grad_clip=1.0,
+                  weight_decay=0.0, ema_decay=0.999, timesteps="stratified", schedule="linear"),
 }
+
+
+RECIPE_HELP = {
+    "batch_size": "training batch size",
+    "lr": "peak AdamW learning rate",
+    "warmup": "steps of linear learning-rate warm-up",
+    "grad_clip": "clip the gradient norm to this value (0: no clipping)",
+    "weight_decay": "AdamW weight decay",
+    "ema_decay": "decay of the exponential moving average of the weights (the saved model)",
+    "timesteps": "how t is drawn per batch (see ddpm_helpers.training.draw_timesteps)",
+    "schedule": "noise schedule, T = 1000",
+}
+CHOICES = {"timesteps": ["uniform", "stratified"], "schedule": ["linear", "cosine"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,15 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
         budget.add_argument("--steps", type=int, default=None, help="optimizer steps")
         p.add_argument("--out", required=True, help="checkpoint file to write")
         p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, batches, t and noise")
-        p.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
-        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+        p.add_argument("--device", default=None, help="cpu, cuda or mps; None picks the best available")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads; None keeps torch's choice")
         p.add_argument("--init", default=None, metavar="CHECKPOINT",
                        help="start from this checkpoint's (EMA) weights: one more warm-up + cosine cycle; "
                             "the architecture and schedule options must match it")
         p.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        for key in ("batch_size", "lr", "warmup", "ema_decay", "timesteps", "schedule"):
-            p.add_argument("--" + key.replace("_", "-"), type=type(recipe[key]), default=recipe[key])
+        recipe_group = p.add_argument_group("recipe (learning rate: linear warm-up, then cosine decay to 0)")
+        for key, help_text in RECIPE_HELP.items():
+            recipe_group.add_argument("--" + key.replace("_", "-"), type=type(recipe[key]), default=recipe[key],
+                                      choices=CHOICES.get(key), help=help_text)
         if name == "moons":
             p.add_argument("--hidden", type=int, default=recipe["hidden"], help="MLP width")
             p.add_argument("--depth", type=int, default=recipe["depth"], help="hidden layers")
@@ -82,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"training {type(model).__name__} ({model.num_parameters():,} parameters) on {described}, "
           f"budget: {minutes} min / {args.steps} steps, seed {args.seed}", flush=True)
     result = train(model, data, schedule, steps=args.steps, minutes=minutes, batch_size=args.batch_size,
-                   lr=args.lr, warmup=args.warmup, lr_decay="cosine", ema_decay=args.ema_decay,
+                   lr=args.lr, warmup=args.warmup, lr_decay="cosine", grad_clip=args.grad_clip or None,
+                   weight_decay=args.weight_decay, ema_decay=args.ema_decay,
                    timesteps=args.timesteps, generator=generator, device=args.device,
                    num_threads=args.threads, progress=not args.no_progress)
     provenance = dict(result.provenance, data=described, model_parameters=model.num_parameters(),

@@ -135,12 +135,14 @@ def test_cli_trains_moons_and_writes_a_checkpoint_with_its_command(tmp_path, cap
 
     out = tmp_path / "moons.pt"
     argv = ["moons", "--steps", "5", "--out", str(out), "--seed", "3", "--hidden", "16", "--n-points", "500",
-            "--no-progress"]
+            "--grad-clip", "0", "--weight-decay", "0.01", "--no-progress"]
     provenance = main(argv)
     model, schedule = load_checkpoint(out)
     assert type(model) is MLPDenoiser and model.config["hidden"] == 16 and schedule.T == 1000
     assert model.provenance["command"] == "python -m ddpm_helpers.train " + " ".join(argv)
     assert model.provenance["steps"] == 5 == provenance["steps"] and model.provenance["seed"] == 3
+    settings = model.provenance["settings"]
+    assert settings["grad_clip"] is None and settings["weight_decay"] == 0.01 and settings["lr_decay"] == "cosine"
     assert "wrote" in capsys.readouterr().out
 
 
