@@ -1,51 +1,54 @@
-"""Sample quality of the shipped MNIST U-Net for several samplers, against the real floor.
+"""Sample quality of the shipped weights for several samplers, against the real floor at the same N.
 
-    python bench/shipped_quality.py [--n 1000] [--threads 2] [--ancestral]
-Each sampler starts from the same x_T (seed --seed) and draws --n digits; the scores are those of
-ddpm_helpers.metrics.mnist_scores, next to mnist_real_floor at the same N. Samples are clamped to
-[-1, 1] before scoring (the metrics reject values outside). --ancestral adds 1000-step ancestral
-sampling (about 20 minutes for 1,000 digits on 2 cores). Writes bench/results/shipped_quality.json.
+    python bench/shipped_quality.py [mnist] [moons] [--n 1000] [--threads 2] [--ancestral]
+mnist: the U-Net draws --n digits per sampler from one x_T (seed --seed), scored by
+ddpm_helpers.metrics.mnist_scores next to mnist_real_floor; samples are clamped to [-1, 1] first (the
+metrics reject values outside). --ancestral adds 1000-step ancestral sampling (about 20 minutes for
+1,000 digits on 2 cores). moons: the MLP draws 1,000 points per sampler and seed (3 seeds), W2 next
+to moons_real_floor. Writes bench/results/shipped_quality_<name>.json.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 
 from common import machine, table, write_result
 from ddpm_helpers.checkpoints import load_pretrained
-from ddpm_helpers.metrics import mnist_real_floor, mnist_scores
+from ddpm_helpers.metrics import mnist_real_floor, mnist_scores, moons_real_floor, moons_scores
 from ddpm_helpers.samplers import ancestral_sample, ddim_sample
 
 DDIM_SETTINGS = [dict(eta=0.0, clip_x0=False), dict(eta=0.0, clip_x0=True), dict(eta=0.5, clip_x0=False),
                  dict(eta=1.0, clip_x0=False), dict(eta=1.0, clip_x0=True)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ancestral", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def samplers(model, schedule, shape, steps, x_T, ancestral: bool) -> dict:
+    runs = {f"ddim{steps} eta={s['eta']:g}{' clip' if s['clip_x0'] else ''}":
+            (lambda g, s=s: ddim_sample(model, shape, schedule, steps=steps, generator=g, progress=False,
+                                        x_T=x_T, **s)) for s in DDIM_SETTINGS}
+    if ancestral:
+        runs["ancestral1000"] = lambda g: ancestral_sample(model, shape, schedule, generator=g, x_T=x_T,
+                                                           progress=len(shape) == 4)
+    return runs
+
+
+def timed(sample, seed: int) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        x0 = sample(torch.Generator().manual_seed(seed))
+    return x0, time.perf_counter() - start
+
+
+def run_mnist(args) -> None:
     model, schedule = load_pretrained("mnist_unet")
     shape = (args.n, 1, 28, 28)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
-    samplers = {f"ddim{args.steps} eta={s['eta']:g}{' clip' if s['clip_x0'] else ''}":
-                (lambda g, s=s: ddim_sample(model, shape, schedule, steps=args.steps, generator=g,
-                                            progress=False, x_T=x_T, **s)) for s in DDIM_SETTINGS}
-    if args.ancestral:
-        samplers["ancestral1000"] = lambda g: ancestral_sample(model, shape, schedule, generator=g, x_T=x_T)
     floor = mnist_real_floor(args.n, seed=args.seed)
     rows = []
-    for name, sample in samplers.items():
-        start = time.perf_counter()
-        with torch.inference_mode():
-            x0 = sample(torch.Generator().manual_seed(args.seed + 1))
-        seconds = time.perf_counter() - start
+    for name, sample in samplers(model, schedule, shape, args.steps, x_T, args.ancestral).items():
+        x0, seconds = timed(sample, args.seed + 1)
         scores = mnist_scores(x0.clamp(-1, 1))
         rows.append(dict(sampler=name, fd=scores["fd"], fd_ratio=scores["fd"] / floor["fd"],
                          confident=scores["confident"], min_class=min(scores["class_share"]),
@@ -54,8 +57,45 @@ def main() -> None:
         print(table(rows[-1:], list(rows[-1])), flush=True)
     print(f"real floor at N = {args.n}: fd {floor['fd']:.2f}, confident {floor['confident']:.3f}")
     print(table(rows, list(rows[0])))
-    write_result("shipped_quality", dict(machine=machine(), n=args.n, steps=args.steps, seed=args.seed,
-                                         floor=floor, rows=rows))
+    write_result("shipped_quality_mnist", dict(machine=machine(), provenance=model.provenance, n=args.n,
+                                               steps=args.steps, seed=args.seed, floor=floor, rows=rows))
+
+
+def run_moons(args, n: int = 1000, seeds=(0, 1, 2)) -> None:
+    model, schedule = load_pretrained("moons_mlp")
+    per_seed = []
+    for seed in seeds:
+        x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+        floor = moons_real_floor(n, seed=seed)["w2"]
+        for name, sample in samplers(model, schedule, (n, 2), args.steps, x_T, ancestral=True).items():
+            x0, seconds = timed(sample, seed + 1)
+            scores = moons_scores(x0, seed=seed)
+            per_seed.append(dict(sampler=name, seed=seed, w2=scores["w2"], floor=floor, ratio=scores["w2"] / floor,
+                                 off_share=scores["off_share"], sample_s=seconds))
+    rows = [dict(sampler=name, median_ratio=statistics.median(r["ratio"] for r in per_seed if r["sampler"] == name),
+                 median_w2=statistics.median(r["w2"] for r in per_seed if r["sampler"] == name),
+                 median_off_share=statistics.median(r["off_share"] for r in per_seed if r["sampler"] == name))
+            for name in dict.fromkeys(r["sampler"] for r in per_seed)]
+    print(f"moons, N = {n}, median over seeds {list(seeds)} (exact W2 / real floor at the same N)")
+    print(table(rows, list(rows[0])))
+    write_result("shipped_quality_moons", dict(machine=machine(), provenance=model.provenance, n=n,
+                                               steps=args.steps, rows=rows, per_seed=per_seed))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("models", nargs="*", choices=["mnist", "moons"], default=["mnist", "moons"])
+    parser.add_argument("--n", type=int, default=1000, help="MNIST samples per sampler")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ancestral", action="store_true", help="MNIST: add ancestral-1000 (slow)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if "moons" in args.models:
+        run_moons(args)
+    if "mnist" in args.models:
+        run_mnist(args)
 
 
 if __name__ == "__main__":
