@@ -24,9 +24,11 @@ from .training import train
 # The recipes behind the shipped files; every value can be overridden on the command line.
 RECIPES = {
     "moons": dict(hidden=128, depth=3, n_points=50_000, batch_size=256, lr=2e-3, warmup=100, grad_clip=1.0,
-                  weight_decay=0.0, ema_decay=0.995, timesteps="stratified", schedule="linear"),
+                  weight_decay=0.0, ema_decay=0.995, timesteps="stratified", loss_weighting="none",
+                  min_snr_gamma=5.0, schedule="linear"),
     "mnist": dict(channels="32,64,64", blocks=1, batch_size=128, lr=2e-3, warmup=200, grad_clip=1.0,
-                  weight_decay=0.0, ema_decay=0.999, timesteps="stratified", schedule="linear"),
+                  weight_decay=0.0, ema_decay=0.999, timesteps="stratified", loss_weighting="none",
+                  min_snr_gamma=5.0, schedule="linear"),
 }
 
 
@@ -38,9 +40,12 @@ RECIPE_HELP = {
     "weight_decay": "AdamW weight decay",
     "ema_decay": "decay of the exponential moving average of the weights (the saved model)",
     "timesteps": "how t is drawn per batch (see ddpm_helpers.training.draw_timesteps)",
+    "loss_weighting": "none: L_simple; min_snr: min(SNR_t, gamma) / SNR_t (Hang et al. 2023)",
+    "min_snr_gamma": "gamma of the min-SNR weighting",
     "schedule": "noise schedule, T = 1000",
 }
-CHOICES = {"timesteps": ["uniform", "stratified"], "schedule": ["linear", "cosine"]}
+CHOICES = {"timesteps": ["uniform", "stratified"], "schedule": ["linear", "cosine"],
+           "loss_weighting": ["none", "min_snr"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = train(model, data, schedule, steps=args.steps, minutes=minutes, batch_size=args.batch_size,
                    lr=args.lr, warmup=args.warmup, lr_decay="cosine", grad_clip=args.grad_clip or None,
                    weight_decay=args.weight_decay, ema_decay=args.ema_decay,
-                   timesteps=args.timesteps, generator=generator, device=args.device,
+                   timesteps=args.timesteps, loss_weighting=args.loss_weighting,
+                   min_snr_gamma=args.min_snr_gamma, generator=generator, device=args.device,
                    num_threads=args.threads, progress=not args.no_progress)
     provenance = dict(result.provenance, data=described, model_parameters=model.num_parameters(),
                       command="python -m ddpm_helpers.train " + shlex.join(argv),

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .config import get_device
 from .data import iterate_batches
-from .diffusion import loss_simple
+from .diffusion import draw_noise, loss_simple, q_sample
 from .schedules import NoiseSchedule
 
 SMALL_MODEL = 200_000   # below this many parameters one CPU thread is fastest (thread overhead wins)
@@ -74,10 +74,42 @@ def draw_timesteps(batch: int, T: int, kind: str, generator: torch.Generator | N
     return ((torch.arange(batch, dtype=torch.float64) + u) * (T / batch)).long().clamp_(max=T - 1)
 
 
+def loss_weights(schedule: NoiseSchedule, kind: str = "none", gamma: float = 5.0) -> Tensor:
+    """Per-timestep weights of the eps-prediction loss, shape (T,).
+
+    "none": 1 for every t (L_simple, Algorithm 1 of Ho et al. 2020).
+    "min_snr": min(SNR_t, gamma) / SNR_t with SNR_t = alpha_bar_t / (1 - alpha_bar_t) (Hang et al. 2023,
+    "Efficient Diffusion Training via Min-SNR Weighting Strategy", for eps-prediction): 1 at the noisy
+    steps where SNR_t <= gamma, smaller at the nearly clean steps, whose easy, low-noise targets would
+    otherwise pull the shared weights away from the steps that shape a digit. The model still predicts
+    eps, so every sampler is unchanged.
+    """
+    if kind not in ("none", "min_snr"):
+        raise ValueError(f"loss_weighting must be 'none' (L_simple) or 'min_snr', got {kind!r}")
+    if not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and 0 < gamma < math.inf):
+        raise ValueError(f"min_snr_gamma must be a positive number (Hang et al. use 5), got {gamma!r}")
+    if kind == "none":
+        return torch.ones(schedule.T, device=schedule.alpha_bars.device)
+    a = schedule.alpha_bars.double()
+    snr = a / (1 - a)
+    return (snr.clamp(max=gamma) / snr).float()
+
+
+def weighted_loss(model, x0: Tensor, schedule: NoiseSchedule, t: Tensor, weights: Tensor,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """L_simple with a weight per timestep: mean over the batch of weights[t] * ||eps - eps_theta(x_t, t)||^2 / D.
+    With weights all 1 it equals loss_simple on the same t and noise."""
+    noise = draw_noise(x0, generator)
+    x_t = q_sample(x0, t, schedule, noise=noise)
+    per_sample = (model(x_t, t) - noise).pow(2).flatten(1).mean(1)
+    return (weights[t] * per_sample).mean()
+
+
 def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int | None = None,
           minutes: float | None = None, batch_size: int = 128, lr: float = 1e-3, warmup: int = 0,
           lr_decay: str | None = None, grad_clip: float | None = 1.0, weight_decay: float = 0.0,
-          ema_decay: float = 0.999, timesteps: str = "uniform", generator: torch.Generator | None = None,
+          ema_decay: float = 0.999, timesteps: str = "uniform", loss_weighting: str = "none",
+          min_snr_gamma: float = 5.0, generator: torch.Generator | None = None,
           device: torch.device | str | None = None, num_threads: int | None = None,
           progress: bool = True, callback: Callable[[int, float, nn.Module], None] | None = None) -> TrainResult:
     """Train `model` in place on `data` (N, ...) in [-1, 1] with L_simple until `steps` steps or
@@ -86,12 +118,14 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
     AdamW (lr, weight_decay); `warmup` steps of linear learning-rate warm-up; lr_decay="cosine"
     decays it to 0 over the budget; grad_clip clips the gradient norm (None: off); ema_decay is
     the EMA decay (with warm-up, see ema_multi_avg_fn); timesteps "uniform" | "stratified"
-    (see draw_timesteps). All randomness (batches, t, eps) comes from `generator`. device=None
+    (see draw_timesteps); loss_weighting "none" (L_simple) | "min_snr" with min_snr_gamma (see
+    loss_weights). All randomness (batches, t, eps) comes from `generator`. device=None
     picks cuda, mps or cpu. num_threads (CPU only) is set for the run and restored afterwards;
     None picks 1 for small models and leaves torch's setting for larger ones. `callback(step,
     seconds, ema_model)`, if given, runs after every step (live plots, snapshots).
     """
     _check_args(data, steps, minutes, batch_size, lr, warmup, lr_decay, grad_clip, ema_decay, timesteps)
+    loss_weights(schedule, loss_weighting, min_snr_gamma)         # raises on a bad weighting before any work
     device = torch.device(device) if device is not None else get_device()
     threads_before = torch.get_num_threads()
     if num_threads is None and sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
@@ -102,7 +136,8 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
         return _run(model.to(device).train(), data.to(device), schedule.to(device), device, generator,
                     dict(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup,
                          lr_decay=lr_decay, grad_clip=grad_clip, weight_decay=weight_decay,
-                         ema_decay=ema_decay, timesteps=timesteps), progress, callback)
+                         ema_decay=ema_decay, timesteps=timesteps, loss_weighting=loss_weighting,
+                         min_snr_gamma=min_snr_gamma), progress, callback)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -114,6 +149,8 @@ def _run(model, data, schedule, device, generator, settings, progress, callback)
     batches = iterate_batches(data, s["batch_size"], generator=generator)
     budget_s = s["minutes"] * 60 if s["minutes"] is not None else math.inf
     max_steps = s["steps"] if s["steps"] is not None else math.inf
+    weights = loss_weights(schedule, s["loss_weighting"], s["min_snr_gamma"]) \
+        if s["loss_weighting"] != "none" else None
     losses, start, step = [], time.perf_counter(), 0
     bar = tqdm(total=s["steps"], disable=not progress, desc="training", unit="step")
     while step < max_steps and time.perf_counter() - start < budget_s:
@@ -122,7 +159,10 @@ def _run(model, data, schedule, device, generator, settings, progress, callback)
             group["lr"] = s["lr"] * lr_factor(spent, step, s["warmup"], s["lr_decay"])
         x0 = next(batches)
         t = draw_timesteps(x0.shape[0], schedule.T, s["timesteps"], generator).to(device)
-        loss = loss_simple(model, x0, schedule, t=t, generator=generator)
+        if weights is None:
+            loss = loss_simple(model, x0, schedule, t=t, generator=generator)
+        else:
+            loss = weighted_loss(model, x0, schedule, t, weights, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if s["grad_clip"] is not None:
