@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .config import get_device
 from .data import iterate_batches
 from .diffusion import draw_noise, loss_simple, q_sample
+from .guidance import check_training_labels, labelled_batches
 from .schedules import NoiseSchedule
 
 SMALL_MODEL = 200_000   # below this many parameters one CPU thread is fastest (thread overhead wins)
@@ -109,7 +110,8 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
           minutes: float | None = None, batch_size: int = 128, lr: float = 1e-3, warmup: int = 0,
           lr_decay: str | None = None, grad_clip: float | None = 1.0, weight_decay: float = 0.0,
           ema_decay: float = 0.999, timesteps: str = "uniform", loss_weighting: str = "none",
-          min_snr_gamma: float = 5.0, generator: torch.Generator | None = None,
+          min_snr_gamma: float = 5.0, labels: Tensor | None = None, label_dropout: float = 0.1,
+          generator: torch.Generator | None = None,
           device: torch.device | str | None = None, num_threads: int | None = None,
           progress: bool = True, callback: Callable[[int, float, nn.Module], None] | None = None) -> TrainResult:
     """Train `model` in place on `data` (N, ...) in [-1, 1] with L_simple until `steps` steps or
@@ -119,13 +121,17 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
     decays it to 0 over the budget; grad_clip clips the gradient norm (None: off); ema_decay is
     the EMA decay (with warm-up, see ema_multi_avg_fn); timesteps "uniform" | "stratified"
     (see draw_timesteps); loss_weighting "none" (L_simple) | "min_snr" with min_snr_gamma (see
-    loss_weights). All randomness (batches, t, eps) comes from `generator`. device=None
+    loss_weights). labels (N,) train a conditional model (built with num_classes) on eps(x_t, t, c),
+    each label replaced by the null label with probability label_dropout, per sample (see
+    ddpm_helpers.guidance). All randomness (batches, t, eps, dropped labels) comes from `generator`. device=None
     picks cuda, mps or cpu. num_threads (CPU only) is set for the run and restored afterwards;
     None picks 1 for small models and leaves torch's setting for larger ones. `callback(step,
     seconds, ema_model)`, if given, runs after every step (live plots, snapshots).
     """
     _check_args(data, steps, minutes, batch_size, lr, warmup, lr_decay, grad_clip, ema_decay, timesteps)
     loss_weights(schedule, loss_weighting, min_snr_gamma)         # raises on a bad weighting before any work
+    if labels is not None:
+        labels = check_training_labels(model, data, labels, label_dropout)
     device = torch.device(device) if device is not None else get_device()
     threads_before = torch.get_num_threads()
     if num_threads is None and sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
@@ -137,16 +143,18 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
                     dict(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup,
                          lr_decay=lr_decay, grad_clip=grad_clip, weight_decay=weight_decay,
                          ema_decay=ema_decay, timesteps=timesteps, loss_weighting=loss_weighting,
-                         min_snr_gamma=min_snr_gamma), progress, callback)
+                         min_snr_gamma=min_snr_gamma, label_dropout=None if labels is None else label_dropout),
+                    progress, callback, labels)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(model, data, schedule, device, generator, settings, progress, callback) -> TrainResult:
+def _run(model, data, schedule, device, generator, settings, progress, callback, labels) -> TrainResult:
     s = settings
     optimizer = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
     ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(s["ema_decay"]), use_buffers=True)
-    batches = iterate_batches(data, s["batch_size"], generator=generator)
+    batches = ((x0, model) for x0 in iterate_batches(data, s["batch_size"], generator=generator)) if labels is None \
+        else labelled_batches(model, data, labels.to(device), s["batch_size"], s["label_dropout"], generator)
     budget_s = s["minutes"] * 60 if s["minutes"] is not None else math.inf
     max_steps = s["steps"] if s["steps"] is not None else math.inf
     weights = loss_weights(schedule, s["loss_weighting"], s["min_snr_gamma"]) \
@@ -157,12 +165,12 @@ def _run(model, data, schedule, device, generator, settings, progress, callback)
         spent = max(step / max_steps, (time.perf_counter() - start) / budget_s)
         for group in optimizer.param_groups:
             group["lr"] = s["lr"] * lr_factor(spent, step, s["warmup"], s["lr_decay"])
-        x0 = next(batches)
+        x0, eps_model = next(batches)       # eps_model: the model, or the model bound to the batch's labels
         t = draw_timesteps(x0.shape[0], schedule.T, s["timesteps"], generator).to(device)
         if weights is None:
-            loss = loss_simple(model, x0, schedule, t=t, generator=generator)
+            loss = loss_simple(eps_model, x0, schedule, t=t, generator=generator)
         else:
-            loss = weighted_loss(model, x0, schedule, t, weights, generator)
+            loss = weighted_loss(eps_model, x0, schedule, t, weights, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if s["grad_clip"] is not None:

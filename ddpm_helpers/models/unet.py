@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .embeddings import SinusoidalEmbedding, check_timesteps
+from .labels import LabelEmbedding
 
 
 class ResidualBlock(nn.Module):
@@ -47,17 +48,22 @@ class UNet(nn.Module):
     channels: widths (c1, c2, c3) at 28, 14 and 7 pixels; blocks: residual blocks per level on the
     way down (the way up has one more, which takes the skip); time_dim: width of the time
     embedding MLP (default 4 * c1); groups: GroupNorm groups (must divide every width).
+    num_classes: None (default) for eps(x_t, t); an int makes it class-conditional, eps(x_t, t, labels),
+    with a learned label embedding (zero at the start, see LabelEmbedding) added to the time
+    embedding and one extra null label for "no condition" (classifier-free guidance).
     `config` holds the keyword arguments that rebuild the model.
     """
 
     def __init__(self, channels=(32, 64, 64), blocks: int = 1, time_dim: int | None = None,
-                 groups: int = 8, in_channels: int = 1, dropout: float = 0.0):
+                 groups: int = 8, in_channels: int = 1, dropout: float = 0.0, num_classes: int | None = None):
         super().__init__()
         channels = _check_config(channels, blocks, groups, in_channels, dropout)
         time_dim = 4 * channels[0] if time_dim is None else time_dim
         self.config = dict(channels=channels, blocks=blocks, time_dim=time_dim, groups=groups,
                            in_channels=in_channels, dropout=dropout)
-        self.in_channels = in_channels
+        if num_classes is not None:                # absent otherwise: shipped unconditional files keep loading
+            self.config["num_classes"] = num_classes
+        self.in_channels, self.num_classes = in_channels, num_classes
         self.time_mlp = nn.Sequential(SinusoidalEmbedding(channels[0]), nn.Linear(channels[0], time_dim),
                                       nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.in_conv = nn.Conv2d(in_channels, channels[0], 3, padding=1)
@@ -86,12 +92,21 @@ class UNet(nn.Module):
         self.out_conv = nn.Conv2d(channels[0], in_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)      # predict eps = 0 at the start
         nn.init.zeros_(self.out_conv.bias)
+        # built last, so that the other weights are those of UNet(...) without labels from the same seed
+        self.label_embedding = LabelEmbedding(num_classes, time_dim) if num_classes is not None else None
         self.to(memory_format=torch.channels_last)   # NHWC: ~20% faster convolutions on CPUs
 
-    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """eps_theta(x_t, t), or eps_theta(x_t, t, labels) for a conditional model: labels (B,) in
+        0 ... num_classes-1, num_classes = the null label, None = the null label for every sample."""
         self._check_input(x_t)
         x_t = x_t.contiguous(memory_format=torch.channels_last)
         temb = self.time_mlp(check_timesteps(t, batch=x_t.shape[0]))
+        if self.label_embedding is not None:
+            temb = temb + self.label_embedding(labels, x_t.shape[0])
+        elif labels is not None:
+            raise ValueError("this UNet is unconditional (built without num_classes) but got labels; "
+                             "build UNet(..., num_classes=10) and train it with labels, or drop the labels")
         h, skips = self.in_conv(x_t), []
         for level, blocks in enumerate(self.down):
             for blk in blocks:
