@@ -24,6 +24,10 @@ from .schedules import NoiseSchedule
 
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 
+# Data live in [-1, 1]; noisy data overshoot a little (two moons with noise reach |x| ~ 1.2), so only
+# |x0| > DATA_BOUND is taken for data that were never scaled (0-255 pixels, raw coordinates).
+DATA_BOUND = 5.0
+
 
 def check_x(x, name: str, schedule: NoiseSchedule) -> None:
     """Raise unless x is a floating-point batch (B, ...) on the schedule's device."""
@@ -36,6 +40,24 @@ def check_x(x, name: str, schedule: NoiseSchedule) -> None:
             f"use {name}[None] for a single sample."
         )
     schedule.check_device(x, name)
+
+
+def check_data(x0: Tensor, name: str = "x0") -> None:
+    """Raise unless x0 looks like data scaled to [-1, 1]: finite, and |x0| <= DATA_BOUND everywhere.
+
+    Only clean data are checked: x_t, x_T and predicted x0 are unbounded and never pass through here.
+    """
+    if bool((x0.abs() <= DATA_BOUND).all()):           # one reduction; False for NaN and inf as well
+        return
+    bad = int((~torch.isfinite(x0)).sum())
+    if bad:
+        raise ValueError(f"{name} holds {bad} NaN or infinite values; find where they come from (the data "
+                         f"loading, a division by zero) before adding noise.")
+    raise ValueError(
+        f"{name} must be data scaled to [-1, 1] (|{name}| up to {DATA_BOUND:g} is accepted), got values in "
+        f"[{x0.min().item():.4g}, {x0.max().item():.4g}]. Rescale it first: x / 127.5 - 1 for 0-255 "
+        f"pixels, 2 * x - 1 for data in [0, 1]."
+    )
 
 
 def check_like(other, x: Tensor, name: str) -> None:
@@ -79,8 +101,10 @@ def q_sample(x0: Tensor, t, schedule: NoiseSchedule, noise: Tensor | None = None
     """Jump straight to step t of the forward process: sample q(x_t | x_0).
 
     x_t = sqrt(alpha_bar_t) * x0 + sqrt(1 - alpha_bar_t) * eps                  (4) in Ho et al. 2020
+    x0 must be data in [-1, 1]: NaN, inf or |x0| > DATA_BOUND raise a ValueError naming the fix.
     """
     check_x(x0, "x0", schedule)
+    check_data(x0)
     t = schedule.check_timesteps(t, batch=x0.shape[0])
     noise = draw_noise(x0, generator) if noise is None else noise
     check_like(noise, x0, "noise")
@@ -122,7 +146,8 @@ def loss_simple(model: EpsModel, x0: Tensor, schedule: NoiseSchedule, t=None,
     model's estimate of it, || eps - eps_theta(sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, t) ||^2.
 
     t ~ Uniform{0, ..., T-1} per sample and eps ~ N(0, I) unless given; returns a scalar tensor
-    (mean over the batch and all dimensions) that keeps the graph for backward().
+    (mean over the batch and all dimensions) that keeps the graph for backward(). x0 is checked
+    by q_sample: data in [-1, 1], or a ValueError naming the fix.
     """
     check_x(x0, "x0", schedule)
     batch = x0.shape[0]

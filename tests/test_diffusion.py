@@ -134,7 +134,7 @@ def test_loss_simple_draws_uniform_timesteps_and_is_seeded():
         seen.append(t)
         return torch.zeros_like(x_t)
 
-    x0 = torch.randn(5000, 2)
+    x0 = torch.rand(5000, 2) * 2 - 1
     first = loss_simple(spy, x0, schedule, generator=torch.Generator().manual_seed(3))
     again = loss_simple(spy, x0, schedule, generator=torch.Generator().manual_seed(3))
     assert first.item() == again.item() and seen[0].equal(seen[1])
@@ -164,7 +164,7 @@ def test_optimal_eps_gaussian_is_the_regression_of_eps_on_x_t(linear):
 
 def test_q_step_and_q_sample_shapes_for_points_and_images(linear):
     for shape in [(7, 2), (3, 1, 28, 28), (2, 3, 8, 8)]:
-        x = torch.randn(shape)
+        x = torch.rand(shape) * 2 - 1
         assert q_step(x, 10, linear).shape == shape
         assert q_sample(x, torch.randint(0, 1000, (shape[0],)), linear).shape == shape
 
@@ -194,6 +194,39 @@ def test_generator_makes_forward_noise_reproducible(linear):
 def test_bad_input_raises_clear_errors(linear, call, error, message):
     with pytest.raises(error, match=message):
         call(linear)
+
+
+@pytest.mark.parametrize("make_x0, message", [
+    (lambda: 255 * torch.rand(4, 1, 8, 8), r"x / 127\.5 - 1"),                  # 0-255 pixels, never scaled
+    (lambda: torch.full((4, 2), 5.01), r"\[5\.01, 5\.01\].*2 \* x - 1"),
+    (lambda: torch.tensor([[0.5, float("nan")], [0.1, 0.2]]), "1 NaN or infinite"),
+    (lambda: torch.tensor([[0.5, float("inf")], [-float("inf"), 0.2]]), "2 NaN or infinite"),
+])
+def test_data_outside_the_data_range_or_not_finite_raises_naming_the_fix(linear, make_x0, message):
+    x0 = make_x0()
+    calls = []
+
+    def model(x_t, t):
+        calls.append(t)
+        return torch.zeros_like(x_t)
+
+    with pytest.raises(ValueError, match=message):
+        q_sample(x0, 10, linear)
+    with pytest.raises(ValueError, match=message):
+        loss_simple(model, x0, linear)
+    assert not calls  # rejected before the model ran
+
+
+def test_noisy_data_slightly_beyond_one_pass_and_only_x0_is_checked(linear):
+    # Two moons with noise reach |x| ~ 1.2; anything up to DATA_BOUND = 5 passes, both signs.
+    x0 = torch.tensor([[1.2, -0.7], [5.0, -5.0]])
+    assert torch.isfinite(q_sample(x0, 3, linear)).all()
+    assert torch.isfinite(loss_simple(lambda x_t, t: torch.zeros_like(x_t), x0, linear))
+    # x_t and a predicted x0 are not data: far outside [-1, 1] is normal for them (x0_pred at t = 999).
+    x_t, far = 40 * torch.ones(2, 2), -300 * torch.ones(2, 2)
+    assert torch.isfinite(predict_x0(x_t, 999, torch.zeros_like(x_t), linear)).all()
+    assert torch.isfinite(q_posterior(far, x_t, 999, linear)[0]).all()
+    assert torch.isfinite(q_step(x_t, 5, linear)).all()
 
 
 def test_schedule_on_another_device_names_the_fix(linear):
