@@ -3,6 +3,7 @@
     python -m ddpm_helpers.train moons --seconds 60 --out moons_mlp.pt --seed 0
     python -m ddpm_helpers.train mnist --minutes 5 --out mnist_unet.pt --seed 0 [--data-root DIR]
     python -m ddpm_helpers.train mnist --minutes 5 --init mnist_unet.pt --out longer.pt   # one more cycle
+    python -m ddpm_helpers.train mnist --conditional --minutes 5 --out cond.pt   # class-conditional (notebook 07)
 
 Each run prints what it did and writes one checkpoint (see ddpm_helpers.checkpoints) whose
 provenance records this command, the minutes, the machine and the settings.
@@ -15,8 +16,9 @@ import sys
 
 import torch
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import load_mnist, make_moons
+from .guidance import init_from_unconditional
 from .models import MLPDenoiser, UNet
 from .schedules import NoiseSchedule
 from .training import train
@@ -64,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="CPU threads; None keeps torch's choice")
         p.add_argument("--init", default=None, metavar="CHECKPOINT",
                        help="start from this checkpoint's (EMA) weights: one more warm-up + cosine cycle; "
-                            "the architecture and schedule options must match it")
+                            "the architecture and schedule options must match it (with --conditional it may "
+                            "be an unconditional file: its weights are loaded and the label embedding starts at zero)")
+        p.add_argument("--conditional", action="store_true",
+                       help="class-conditional model (num_classes: 10 digits, 2 moons) trained with label dropout, "
+                            "for classifier-free guidance (ddpm_helpers.guidance)")
+        p.add_argument("--label-dropout", type=float, default=0.1,
+                       help="with --conditional: probability that a sample's label is replaced by the null label")
         p.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         recipe_group = p.add_argument_group("recipe (learning rate: linear warm-up, then cosine decay to 0)")
@@ -91,21 +99,24 @@ def main(argv: list[str] | None = None) -> dict:
     generator = torch.Generator().manual_seed(args.seed)
     if args.data == "moons":
         data = make_moons(args.n_points, generator=generator)
-        model, described = MLPDenoiser(hidden=args.hidden, depth=args.depth), f"make_moons({args.n_points}, noise=0.05)"
+        labels = (torch.arange(args.n_points) >= args.n_points // 2).long()   # 0: upper moon, 1: lower moon
+        model = MLPDenoiser(hidden=args.hidden, depth=args.depth, num_classes=2 if args.conditional else None)
+        described = f"make_moons({args.n_points}, noise=0.05)"
     else:
-        data, _ = load_mnist(train=True, root=args.data_root)
+        data, labels = load_mnist(train=True, root=args.data_root)
         channels = tuple(int(c) for c in args.channels.split(","))
-        model = UNet(channels=channels, blocks=args.blocks)
+        model = UNet(channels=channels, blocks=args.blocks, num_classes=10 if args.conditional else None)
         described = f"MNIST train, {data.shape[0]} images" + (" (full)" if data.shape[0] == 60_000 else "")
     schedule = getattr(NoiseSchedule, args.schedule)(T=1000)
-    earlier = _initialize(model, schedule, args.init) if args.init else None
+    earlier, init_note = _initialize(model, schedule, args.init) if args.init else (None, None)
     print(f"training {type(model).__name__} ({model.num_parameters():,} parameters) on {described}, "
           f"budget: {minutes} min / {args.steps} steps, seed {args.seed}", flush=True)
     result = train(model, data, schedule, steps=args.steps, minutes=minutes, batch_size=args.batch_size,
                    lr=args.lr, warmup=args.warmup, lr_decay="cosine", grad_clip=args.grad_clip or None,
                    weight_decay=args.weight_decay, ema_decay=args.ema_decay,
                    timesteps=args.timesteps, loss_weighting=args.loss_weighting,
-                   min_snr_gamma=args.min_snr_gamma, generator=generator, device=args.device,
+                   min_snr_gamma=args.min_snr_gamma, labels=labels if args.conditional else None,
+                   label_dropout=args.label_dropout, generator=generator, device=args.device,
                    num_threads=args.threads, progress=not args.no_progress)
     provenance = dict(result.provenance, data=described, model_parameters=model.num_parameters(),
                       command="python -m ddpm_helpers.train " + shlex.join(argv),
@@ -114,21 +125,33 @@ def main(argv: list[str] | None = None) -> dict:
         provenance.update(initialized_from=earlier, total_steps=earlier.get("total_steps", earlier["steps"])
                           + provenance["steps"], total_minutes=earlier.get("total_minutes", earlier["minutes"])
                           + provenance["minutes"])
+    if init_note is not None:
+        provenance["init_note"] = init_note
     path = save_checkpoint(args.out, result.model, schedule, provenance, half=args.half)
     print(f"done: {provenance['steps']} steps in {provenance['minutes']:.2f} min on {provenance['device']} "
           f"({provenance['machine']}), final loss {provenance['final_loss']:.4f}; wrote {path}", flush=True)
     return provenance
 
 
-def _initialize(model, schedule, path) -> dict:
+def _initialize(model, schedule, path) -> tuple[dict, str | None]:
     """Load `path` into `model` (same architecture, else a ValueError says what differs) and return
-    its provenance, which the new checkpoint keeps as `initialized_from`."""
-    loaded, loaded_schedule = load_checkpoint(path, model=model)
+    its provenance, which the new checkpoint keeps as `initialized_from`, and a note when a
+    conditional model started from an unconditional file (the only tensors not loaded)."""
+    note = None
+    if getattr(model, "num_classes", None) is not None and "num_classes" not in read_checkpoint(path)["model_config"]:
+        loaded, loaded_schedule = load_checkpoint(path)
+        zero = init_from_unconditional(model, loaded)     # strict=False for the label embedding only
+        note = (f"conditional model started from the unconditional file {path}: every weight loaded from it "
+                f"but {', '.join(zero)}, which started at zero (num_classes={model.num_classes})")
+    else:
+        loaded, loaded_schedule = load_checkpoint(path, model=model)
     if loaded_schedule.config != schedule.config:
         raise SystemExit(f"--init {path} was trained with the schedule {loaded_schedule.config}, "
                          f"not {schedule.config}: pass the matching --schedule")
     print(f"starting from {path}: {loaded.provenance.get('command', 'command not recorded')}", flush=True)
-    return dict(loaded.provenance)
+    if note is not None:
+        print(note, flush=True)
+    return dict(loaded.provenance), note
 
 
 def _budget(args) -> float | None:
