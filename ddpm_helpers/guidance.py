@@ -102,8 +102,8 @@ def check_training_labels(model: nn.Module, data: Tensor, labels: Tensor, p: flo
 def init_from_unconditional(model: nn.Module, unconditional: nn.Module) -> list[str]:
     """Copy an unconditional model's weights into a conditional one of the same architecture
     (the same config but num_classes) and return the names of the tensors the file lacked (the
-    label embedding): they keep their zero start, so the conditional model starts as exactly
-    the unconditional one, eps(x_t, t, c) = eps(x_t, t, ∅) = eps(x_t, t), and learns the labels."""
+    label embedding): they are set to zero, so the conditional model starts as exactly the
+    unconditional one, eps(x_t, t, c) = eps(x_t, t, ∅) = eps(x_t, t), and learns the labels."""
     _num_classes(model, "init_from_unconditional")
     config = {k: v for k, v in model.config.items() if k != "num_classes"}
     if type(model) is not type(unconditional) or getattr(unconditional, "config", None) != config:
@@ -114,6 +114,9 @@ def init_from_unconditional(model: nn.Module, unconditional: nn.Module) -> list[
     new = sorted(result.missing_keys)
     if result.unexpected_keys or any(not k.startswith("label_embedding.") for k in new):
         raise ValueError(f"weights do not fit: missing {new}, unexpected {result.unexpected_keys}")
+    with torch.no_grad():
+        for name in new:
+            model.get_parameter(name).zero_()
     return new
 
 

@@ -135,3 +135,62 @@ def test_unet_rejects_bad_input_and_config():
         UNet(channels=(12, 16, 16))
     with pytest.raises(ValueError, match="channels"):
         UNet(channels=(8, -16))
+
+
+# ---- class-conditional models (num_classes; notebook 07) -----------------------------------------
+
+def _randomise(model, std=0.05):
+    for p in model.parameters():           # zero-initialised layers would hide any dependence
+        torch.nn.init.normal_(p, std=std)
+    return model
+
+
+def test_unet_without_num_classes_keeps_its_config_and_weights_and_refuses_labels():
+    model = UNet(channels=(8, 16, 16), groups=4)
+    assert "num_classes" not in model.config and model.num_classes is None
+    assert not any(key.startswith("label_embedding") for key in model.state_dict())
+    with pytest.raises(ValueError, match="unconditional.*num_classes"):
+        model(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]), torch.tensor([3, 4]))
+
+
+def test_conditional_unet_from_the_same_seed_is_the_unconditional_one_plus_a_zero_label_table():
+    torch.manual_seed(0)
+    plain = UNet(channels=(8, 16, 16), groups=4)
+    torch.manual_seed(0)
+    cond = UNet(channels=(8, 16, 16), groups=4, num_classes=10)
+    assert cond.config == {**plain.config, "num_classes": 10}
+    assert cond.label_embedding.table.weight.shape == (11, 4 * 8)      # 10 classes + the null label
+    assert torch.count_nonzero(cond.label_embedding.table.weight) == 0
+    for key, value in plain.state_dict().items():
+        assert torch.equal(cond.state_dict()[key], value)
+    assert cond.num_parameters() == plain.num_parameters() + 11 * 32
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: UNet(channels=(8, 16, 16), groups=4, num_classes=10), torch.randn(3, 1, 28, 28)),
+    (lambda: MLPDenoiser(hidden=16, depth=2, time_dim=8, num_classes=10), torch.randn(3, 2)),
+])
+def test_conditional_models_use_the_label_and_none_means_the_null_label(make, x):
+    torch.manual_seed(0)
+    model = _randomise(make())
+    t = torch.tensor([5, 50, 500])
+    out_3, out_7 = model(x, t, torch.tensor([3, 3, 3])), model(x, t, torch.tensor([7, 7, 7]))
+    assert out_3.shape == x.shape and not torch.allclose(out_3, out_7)
+    torch.testing.assert_close(model(x, t), model(x, t, torch.full((3,), 10)), rtol=0, atol=0)
+    torch.testing.assert_close(model(x, t, torch.tensor([3, 7, 10]))[1], out_7[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("labels, error, message", [
+    (torch.tensor([1, 11]), ValueError, r"0\.\.9 or 10 \(the null label"),
+    (torch.tensor([-1, 2]), ValueError, r"lie in 0\.\.9"),
+    (torch.tensor([1, 2, 3]), ValueError, r"shape \(2,\)"),
+    (torch.tensor([[1, 2]]), ValueError, r"shape \(2,\)"),
+    (torch.tensor([1.0, 2.0]), TypeError, "integer tensor"),
+    ([1, 2], TypeError, "integer tensor"),
+])
+def test_conditional_unet_rejects_bad_labels_with_clear_messages(labels, error, message):
+    model = UNet(channels=(8, 16, 16), groups=4, num_classes=10)
+    with pytest.raises(error, match=message):
+        model(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]), labels)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1"):
+        UNet(channels=(8, 16, 16), groups=4, num_classes=0)

@@ -193,3 +193,67 @@ def test_cli_trains_a_tiny_mnist_unet_on_the_bundled_subset(tmp_path, monkeypatc
     model, _ = load_checkpoint(tmp_path / "u.pt")
     assert type(model) is UNet and model.config["channels"] == (8, 8, 8)
     assert model.provenance["data"].startswith("MNIST train, 24000 images")
+
+
+# ---- class-conditional training (labels, label dropout; notebook 07) ----------------------------
+
+def _two_blobs(n=2000, seed=0):
+    """Two labelled Gaussian blobs: label 0 at (-0.5, 0), label 1 at (+0.5, 0), std 0.1."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    centres = torch.stack([labels.float() - 0.5, torch.zeros(n)], dim=1)
+    return centres + 0.1 * torch.randn(n, 2, generator=g), labels
+
+
+def test_conditional_training_learns_what_each_label_means():
+    from ddpm_helpers.guidance import classifier_free_guidance
+    from ddpm_helpers.samplers import ddim_sample
+
+    data, labels = _two_blobs()
+    torch.manual_seed(0)
+    model = MLPDenoiser(hidden=64, depth=2, time_dim=16, num_classes=2)
+    schedule = NoiseSchedule.linear(T=1000)
+    result = train(model, data, schedule, steps=600, batch_size=256, lr=3e-3, labels=labels, label_dropout=0.2,
+                   generator=torch.Generator().manual_seed(0), device="cpu", progress=False)
+    assert result.provenance["settings"]["label_dropout"] == 0.2
+    for c, side in [(0, -1), (1, 1)]:
+        x = ddim_sample(classifier_free_guidance(result.model, c, 1.0), (200, 2), schedule, steps=20,
+                        generator=torch.Generator().manual_seed(1), progress=False)
+        assert (x[:, 0].sign() == side).float().mean() > 0.95              # the conditional model
+    x = ddim_sample(classifier_free_guidance(result.model, 0, 0.0), (200, 2), schedule, steps=20,
+                    generator=torch.Generator().manual_seed(1), progress=False)
+    assert 0.3 < (x[:, 0] > 0).float().mean() < 0.7                        # the null label: both blobs
+
+
+def test_unconditional_training_records_no_label_dropout_and_labels_need_a_conditional_model():
+    result = train(_tiny_model(), _moons(100), NoiseSchedule.linear(T=10), steps=1, batch_size=10, progress=False)
+    assert result.provenance["settings"]["label_dropout"] is None
+    with pytest.raises(ValueError, match="num_classes"):
+        train(_tiny_model(), _moons(100), NoiseSchedule.linear(T=10), steps=1, batch_size=10,
+              labels=torch.zeros(100).long())
+    cond = MLPDenoiser(hidden=8, depth=1, num_classes=2)
+    with pytest.raises(ValueError, match=r"shape \(100,\)"):
+        train(cond, _moons(100), NoiseSchedule.linear(T=10), steps=1, batch_size=10, labels=torch.zeros(50).long())
+    with pytest.raises(ValueError, match=r"lie in 0\.\.1"):
+        train(cond, _moons(100), NoiseSchedule.linear(T=10), steps=1, batch_size=10, labels=torch.full((100,), 2))
+
+
+def test_cli_conditional_init_from_an_unconditional_file_starts_as_that_model(tmp_path):
+    from ddpm_helpers.checkpoints import load_checkpoint
+    from ddpm_helpers.train import main
+
+    plain, cond = tmp_path / "plain.pt", tmp_path / "cond.pt"
+    tiny = ["--hidden", "16", "--n-points", "500", "--no-progress"]
+    main(["moons", "--steps", "5", "--out", str(plain), "--seed", "3"] + tiny)
+    main(["moons", "--conditional", "--steps", "2", "--init", str(plain), "--out", str(cond), "--lr", "1e-12"]
+         + tiny)
+    before, _ = load_checkpoint(plain)
+    after, _ = load_checkpoint(cond)
+    assert after.config == {**before.config, "num_classes": 2}
+    assert "label_embedding.table.weight" in after.provenance["init_note"]
+    assert after.provenance["initialized_from"]["command"] == before.provenance["command"]
+    x, t = torch.randn(4, 2), torch.tensor([1, 10, 100, 999])
+    for labels in [torch.tensor([0, 1, 0, 1]), None]:                   # lr ~ 0: every label = the old model
+        torch.testing.assert_close(after(x, t, labels), before(x, t), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="architecture mismatch"):       # and not the other way round
+        main(["moons", "--steps", "1", "--init", str(cond), "--out", str(tmp_path / "x.pt")] + tiny)
