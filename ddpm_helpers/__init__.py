@@ -18,6 +18,7 @@ from .diffusion import (
     q_step,
 )
 from .gif import make_gif, show_gif
+from .guidance import classifier_free_guidance, drop_labels
 from .metrics import (
     frechet_distance,
     mnist_real_floor,
@@ -42,19 +43,20 @@ from .samplers import (
     p_sample,
 )
 from .schedules import NoiseSchedule
+from .score import ideal_eps, ideal_log_density, ideal_x0, score_from_eps
 from .training import TrainResult, train
 from .viz import collect_trajectory, to_pixels, plot_losses, plot_schedule, show_filmstrip, show_grid, show_scatter
-from .widgets import forward_explorer, sampler_explorer, trajectory_scrubber
+from .widgets import forward_explorer, guidance_explorer, sampler_explorer, trajectory_scrubber
 
 __all__ = [
     "MLPDenoiser", "NoiseSchedule", "SamplerStep", "ancestral_sample", "ancestral_sample_progressive",
     "ddim_sample", "ddim_sample_progressive", "ddim_step", "ddim_timesteps", "naive_skip_sample",
     "naive_skip_sample_progressive", "naive_skip_timesteps", "p_sample", "to_pixels", "SinusoidalEmbedding", "TrainResult", "UNet",
-    "collect_trajectory", "draw_noise", "moons_reference", "forward_explorer", "frechet_distance", "get_device", "iterate_batches",
+    "classifier_free_guidance", "collect_trajectory", "drop_labels", "draw_noise", "moons_reference", "forward_explorer", "frechet_distance", "guidance_explorer", "get_device", "iterate_batches",
     "load_bundled_mnist", "load_checkpoint", "load_fashion_mnist", "load_mnist", "load_pretrained", "loss_simple",
     "make_gif", "make_moons", "mnist_real_floor", "mnist_scores", "moons_real_floor",
     "moons_scores", "nearest_distances", "num_parameters", "optimal_eps_gaussian", "optimal_eps_point", "plot_losses",
     "plot_schedule", "predict_x0", "q_posterior", "q_sample", "q_step", "quick_mode",
     "sampler_explorer", "save_checkpoint", "show_filmstrip", "show_gif", "show_grid",
-    "show_scatter", "trajectory_scrubber", "train",
+    "show_scatter", "trajectory_scrubber", "train", "ideal_eps", "ideal_log_density", "ideal_x0", "score_from_eps",
 ]
