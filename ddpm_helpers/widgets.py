@@ -1,4 +1,5 @@
-"""Interactive explorers (ipywidgets 7.x and 8.x): the forward process, the samplers, a stored run.
+"""Interactive explorers (ipywidgets 7.x and 8.x): the forward process, the samplers, a stored run,
+classifier-free guidance.
 
 When are widgets shown? `interactive=None` (the default) means: widgets when ipywidgets can be
 imported and the code runs inside a Jupyter kernel; anywhere else (a script, pytest, a plain
@@ -194,6 +195,52 @@ def trajectory_scrubber(trajectory, nrow: int = 4, scale: int = 2, interactive: 
 
     slider.observe(update, names="value")
     update()
+    return box
+
+
+def guidance_explorer(model, schedule, shape: tuple[int, ...], label: int = 0, scale: float = 3.0,
+                      steps: int = 50, interactive: bool | None = None):
+    """Pick a class, a guidance scale s and a seed, press "Sample": DDIM samples (eta = 0) of the
+    guided model eps(∅) + s (eps(c) - eps(∅)) for a conditional `model` (see ddpm_helpers.guidance).
+    s = 0 ignores the class, s = 1 is the conditional model, s > 1 pushes harder towards the class.
+    Nothing runs until the button is pressed. Without widgets, one run with label, scale, steps, seed 0."""
+    from .guidance import classifier_free_guidance
+
+    classifier_free_guidance(model, label, scale)                  # validates model, label and scale
+    shape, chosen = tuple(int(s) for s in shape), {"label": label, "scale": float(scale), "seed": 0}
+
+    def run(label: int, scale: float, seed: int) -> tuple[Tensor, float, str]:
+        guided = classifier_free_guidance(model, label, scale)
+        x, seconds = run_sampler(guided, schedule, shape, "ddim", steps, 0.0, "posterior", seed)
+        return x, seconds, f"class {label}, s = {scale:g}, DDIM {steps} steps, seed {seed}"
+
+    if not use_widgets(interactive):
+        print(NOTICE)
+        x, seconds, text = run(**chosen)
+        return _samples_figure(x, f"{text}: {seconds:.2f} s")
+    import ipywidgets as W
+
+    c = {"label": W.Dropdown(options=list(range(model.num_classes)), value=label, description="class"),
+         "scale": W.FloatSlider(value=float(scale), min=0.0, max=10.0, step=0.5, description="scale s",
+                                continuous_update=False),
+         "seed": W.IntText(value=0, description="seed"), "button": W.Button(description="Sample"),
+         "status": W.HTML("press Sample"), "image": W.Image(format="png")}
+    box = W.VBox([W.HBox([c["label"], c["scale"]]), W.HBox([c["seed"], c["button"]]), c["status"], c["image"]])
+    box.state, box.controls = {}, c
+
+    def on_click(_button=None) -> None:
+        chosen = {name: c[name].value for name in ("label", "scale", "seed")}
+        c["status"].value = "sampling ..."
+        try:
+            x, seconds, text = run(**chosen)
+        except Exception as err:  # a callback's traceback is hidden in Jupyter: show it in the box
+            c["status"].value = f"<b>sampling failed</b>: {type(err).__name__}: {html.escape(str(err))}"
+            raise
+        c["status"].value = f"{text}: {seconds:.2f} s wall time"
+        c["image"].value = _figure_png(_samples_figure(x, text))
+        box.state = {**chosen, "steps": steps, "seconds": seconds, "samples": x}
+
+    c["button"].on_click(on_click)
     return box
 
 

@@ -109,3 +109,40 @@ def test_sampler_explorer_falls_back_to_one_ddim_run(schedule, capsys):
     fig = sampler_explorer(lambda x, t: torch.zeros_like(x), schedule, (4, 1, 8, 8), interactive=False)
     assert isinstance(fig, Figure) and "DDIM, 50 steps" in fig.axes[0].get_title()
     assert NOTICE in capsys.readouterr().out
+
+
+def _conditional_mlp():
+    from ddpm_helpers.models import MLPDenoiser
+
+    torch.manual_seed(0)
+    model = MLPDenoiser(hidden=8, depth=1, time_dim=4, num_classes=3)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return model.eval()
+
+
+def test_guidance_explorer_samples_the_guided_model_for_the_chosen_class_and_scale(schedule):
+    from ddpm_helpers.guidance import classifier_free_guidance
+    from ddpm_helpers.samplers import ddim_sample
+    from ddpm_helpers.widgets import guidance_explorer
+
+    model = _conditional_mlp()
+    box = guidance_explorer(model, schedule, (6, 2), steps=10, interactive=True)
+    c = box.controls
+    assert box.state == {} and list(c["label"].options) == [0, 1, 2]       # nothing ran yet
+    c["label"].value, c["scale"].value, c["seed"].value = 2, 4.5, 7
+    c["button"].click()
+    expected = ddim_sample(classifier_free_guidance(model, 2, 4.5), (6, 2), schedule, steps=10,
+                           generator=torch.Generator().manual_seed(7), progress=False)
+    torch.testing.assert_close(box.state["samples"], expected)
+    assert box.state["label"] == 2 and "s = 4.5" in c["status"].value and bytes(c["image"].value).startswith(PNG)
+
+
+def test_guidance_explorer_falls_back_to_one_run_and_needs_a_conditional_model(schedule, capsys):
+    from ddpm_helpers.widgets import guidance_explorer
+
+    fig = guidance_explorer(_conditional_mlp(), schedule, (4, 2), label=1, steps=5, interactive=False)
+    assert isinstance(fig, Figure) and "class 1, s = 3" in fig.axes[0].get_title()
+    assert NOTICE in capsys.readouterr().out
+    with pytest.raises(ValueError, match="num_classes"):
+        guidance_explorer(lambda x, t: x, schedule, (4, 2))
