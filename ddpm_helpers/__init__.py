@@ -45,7 +45,7 @@ from .samplers import (
 from .schedules import NoiseSchedule
 from .score import ideal_eps, ideal_log_density, ideal_x0, score_from_eps
 from .training import TrainResult, train
-from .viz import collect_trajectory, to_pixels, plot_losses, plot_schedule, show_filmstrip, show_grid, show_scatter
+from .viz import collect_trajectory, to_pixels, plot_losses, plot_schedule, show_filmstrip, show_grid, show_rows, show_scatter
 from .widgets import forward_explorer, guidance_explorer, sampler_explorer, trajectory_scrubber
 
 __all__ = [
@@ -57,6 +57,6 @@ __all__ = [
     "make_gif", "make_moons", "mnist_real_floor", "mnist_scores", "moons_real_floor",
     "moons_scores", "nearest_distances", "num_parameters", "optimal_eps_gaussian", "optimal_eps_point", "plot_losses",
     "plot_schedule", "predict_x0", "q_posterior", "q_sample", "q_step", "quick_mode",
-    "sampler_explorer", "save_checkpoint", "show_filmstrip", "show_gif", "show_grid",
+    "sampler_explorer", "save_checkpoint", "show_filmstrip", "show_gif", "show_grid", "show_rows",
     "show_scatter", "trajectory_scrubber", "train", "ideal_eps", "ideal_log_density", "ideal_x0", "score_from_eps",
 ]

@@ -200,6 +200,42 @@ def pick_columns(available: Sequence[int], ts: Sequence[int] | None, n_cols: int
     return [index[t] for t in ts]
 
 
+def show_rows(rows: Mapping[str, Sequence[Tensor]], col_labels: Sequence[str], n_samples: int = 4,
+              title: str | None = None) -> Figure:
+    """A table of image strips for comparing models or pipelines side by side; return the Figure.
+
+    `rows` maps a row label (e.g. "x0_pred, healthy model") to one (B, C, H, W) batch per column;
+    `col_labels` names the columns (e.g. "t = 200"). Each panel shows the first `n_samples` images
+    of its batch in one horizontal strip, on the same fixed [-1, 1] scale as every other picture.
+    """
+    if not isinstance(rows, Mapping) or not rows:
+        raise ValueError("rows must be a non-empty dict {row label: [one image batch per column]}")
+    col_labels = list(col_labels)
+    _check_positive_int(n_samples, "n_samples")
+    for label, batches in rows.items():
+        if isinstance(batches, Tensor) or len(batches) != len(col_labels):
+            got = "one tensor" if isinstance(batches, Tensor) else f"{len(batches)} batches"
+            raise ValueError(f"row {label!r} must hold one image batch per column ({len(col_labels)}: "
+                             f"{col_labels}), got {got}; wrap a single batch in a list")
+        for batch in batches:
+            if data_kind(batch, f"row {label!r}") != "images":
+                raise ValueError(f"row {label!r} holds 2-D points; show_rows draws images (B, C, H, W)")
+    first = next(iter(rows.values()))[0]
+    b, _, h, w = first.shape
+    strip = min(b, n_samples) * w / h                    # width of one panel in image heights
+    size = (1.6 + 0.55 * strip * len(col_labels), 0.25 + 0.6 * len(rows) + (0.3 if title else 0.0))
+    fig, axes = plt.subplots(len(rows), len(col_labels), figsize=size, squeeze=False, layout="constrained")
+    for i, (label, batches) in enumerate(rows.items()):
+        for j, batch in enumerate(batches):
+            _imshow(axes[i, j], image_grid(batch[:n_samples], nrow=n_samples), channels=batch.shape[1])
+            if i == 0:
+                axes[i, j].set_title(col_labels[j], fontsize=9)
+        axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def plot_schedule(*schedules, labels: Sequence[str] | None = None) -> Figure:
     """Four panels against t: beta_t (log scale), alpha_bar_t, signal sqrt(alpha_bar_t) with noise
     sqrt(1 - alpha_bar_t), and log-SNR = log(alpha_bar_t / (1 - alpha_bar_t)); schedules overlaid."""

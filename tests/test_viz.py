@@ -11,7 +11,7 @@ from ddpm_helpers.gif import make_gif, render_frames, show_gif
 from ddpm_helpers.schedules import NoiseSchedule
 from ddpm_helpers.viz import (
     FINAL_LABEL, POINT_LIM, collect_trajectory, plot_losses, plot_schedule, show_filmstrip,
-    show_grid, show_scatter, to_pixels,
+    show_grid, show_rows, show_scatter, to_pixels,
 )
 
 torch.set_num_threads(1)
@@ -108,6 +108,30 @@ def test_filmstrip_takes_a_dict_of_frames_and_explains_missing_timesteps():
 
 
 # ---- schedule and loss plots ---------------------------------------------------------------------
+
+def test_show_rows_is_a_labelled_table_of_strips_on_the_fixed_scale():
+    rows = {"x_t": [torch.full((5, 1, 4, 4), 0.2), torch.full((5, 1, 4, 4), -1.0)],
+            "predicted x0": [torch.full((5, 1, 4, 4), 3.0), torch.zeros(5, 1, 4, 4)]}
+    fig = show_rows(rows, ["t = 10", "t = 900"], n_samples=3, title="table")
+    axes = np.array(fig.axes).reshape(2, 2)
+    assert [ax.get_title() for ax in axes[0]] == ["t = 10", "t = 900"] and axes[1, 0].get_title() == ""
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["x_t", "predicted x0"]
+    strip = np.asarray(axes[0, 0].images[0].get_array())
+    assert strip.shape == (4 + 4, 3 * 6 + 2)             # the first 3 images in one row, padding 2
+    assert strip[2:6, 2:6] == pytest.approx(0.6)          # 0.2 -> 0.6, never stretched
+    assert np.asarray(axes[1, 0].images[0].get_array())[2:6, 2:6] == pytest.approx(1.0)   # 3.0 saturates
+    assert fig.get_suptitle() == "table"
+
+
+def test_show_rows_wants_one_image_batch_per_column():
+    with pytest.raises(ValueError, match="one image batch per column"):
+        show_rows({"a": [torch.zeros(2, 1, 4, 4)]}, ["t = 1", "t = 2"])
+    with pytest.raises(ValueError, match="wrap a single batch in a list"):
+        show_rows({"a": torch.zeros(2, 1, 4, 4)}, ["samples"])
+    with pytest.raises(ValueError, match="show_rows draws images"):
+        show_rows({"a": [torch.zeros(2, 2)]}, ["t = 1"])
+    with pytest.raises(ValueError, match="non-empty dict"):
+        show_rows({}, ["t = 1"])
 
 def test_plot_schedule_has_four_panels_and_a_legend_entry_per_schedule():
     linear, cosine = NoiseSchedule.linear(T=100), NoiseSchedule.cosine(T=100)
