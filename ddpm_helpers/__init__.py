@@ -17,6 +17,7 @@ from .diffusion import (
     q_sample,
     q_step,
 )
+from .editing import inpaint, repaint_timesteps, sdedit
 from .gif import make_gif, show_gif
 from .guidance import classifier_free_guidance, drop_labels
 from .metrics import (
@@ -44,6 +45,7 @@ from .samplers import (
 )
 from .schedules import NoiseSchedule
 from .score import ideal_eps, ideal_log_density, ideal_x0, score_from_eps
+from .toolbox import diffusers_scheduler, respace, scheduler_sample, scheduler_sample_progressive
 from .training import TrainResult, train
 from .viz import collect_trajectory, to_pixels, plot_losses, plot_schedule, show_filmstrip, show_grid, show_rows, show_scatter
 from .widgets import forward_explorer, guidance_explorer, sampler_explorer, trajectory_scrubber
@@ -59,4 +61,6 @@ __all__ = [
     "plot_schedule", "predict_x0", "q_posterior", "q_sample", "q_step", "quick_mode",
     "sampler_explorer", "save_checkpoint", "show_filmstrip", "show_gif", "show_grid", "show_rows",
     "show_scatter", "trajectory_scrubber", "train", "ideal_eps", "ideal_log_density", "ideal_x0", "score_from_eps",
+    "diffusers_scheduler", "inpaint", "repaint_timesteps", "respace", "scheduler_sample",
+    "scheduler_sample_progressive", "sdedit",
 ]
