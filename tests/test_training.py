@@ -257,3 +257,70 @@ def test_cli_conditional_init_from_an_unconditional_file_starts_as_that_model(tm
         torch.testing.assert_close(after(x, t, labels), before(x, t), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="architecture mismatch"):       # and not the other way round
         main(["moons", "--steps", "1", "--init", str(cond), "--out", str(tmp_path / "x.pt")] + tiny)
+
+
+def test_min_snr_weights_follow_their_definition_and_none_is_l_simple():
+    from ddpm_helpers.training import loss_weights
+
+    schedule = NoiseSchedule.linear(T=1000)
+    a = schedule.alpha_bars.double()
+    snr = a / (1 - a)
+    weights = loss_weights(schedule, "min_snr", 5.0)
+    assert weights.shape == (1000,)
+    torch.testing.assert_close(weights.double(), torch.minimum(snr, torch.tensor(5.0)) / snr, rtol=1e-6, atol=0)
+    noisy = snr <= 5                         # from code t = 130 on for this schedule: weight exactly 1
+    assert bool((weights[noisy] == 1).all()) and bool((weights[~noisy] < 1).all())
+    assert int((~noisy).sum()) == 130 and weights[0] < 1e-3      # t = 0: SNR ~ 1e4, weight 5 / SNR
+    assert bool((loss_weights(schedule, "none") == 1).all())
+    with pytest.raises(ValueError, match="'none'.*'min_snr'"):
+        loss_weights(schedule, "min-snr")
+    with pytest.raises(ValueError, match="positive"):
+        loss_weights(schedule, "min_snr", 0)
+
+
+def test_weighted_loss_with_unit_weights_is_loss_simple_and_weights_pick_out_timesteps():
+    from ddpm_helpers.diffusion import loss_simple
+    from ddpm_helpers.training import weighted_loss
+
+    schedule, model, x0 = NoiseSchedule.linear(T=100), _tiny_model(), _moons(64)
+    t = torch.randperm(100, generator=torch.Generator().manual_seed(0))[:64]     # 64 different timesteps
+    simple = loss_simple(model, x0, schedule, t=t, generator=torch.Generator().manual_seed(1))
+    ones = weighted_loss(model, x0, schedule, t, torch.ones(100), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ones, simple)
+    only_first = torch.zeros(100)
+    only_first[t[0]] = 3.0                    # weight one timestep: 3 x that sample's squared error / B
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    a = schedule.alpha_bars[t[0]]
+    x_t = a.sqrt() * x0[:1] + (1 - a).sqrt() * noise[:1]
+    expected = 3.0 * ((model(x_t, t[:1]) - noise[:1]) ** 2).mean() / 64
+    torch.testing.assert_close(weighted_loss(model, x0, schedule, t, only_first, torch.Generator().manual_seed(1)),
+                               expected)
+
+
+def test_min_snr_training_runs_and_differs_from_l_simple_on_the_same_seed():
+    data, schedule = _moons(), NoiseSchedule.linear(T=100)
+    runs = {kind: train(_tiny_model(), data, schedule, steps=20, batch_size=64, loss_weighting=kind,
+                        generator=torch.Generator().manual_seed(0), progress=False) for kind in ("none", "min_snr")}
+    assert runs["min_snr"].provenance["settings"]["loss_weighting"] == "min_snr"
+    assert runs["none"].losses[0] != runs["min_snr"].losses[0]           # the same batch, t and noise, weighted
+    with pytest.raises(ValueError, match="loss_weighting"):
+        train(_tiny_model(), data, schedule, steps=1, loss_weighting="snr", progress=False)
+
+
+def test_cli_records_an_explicit_command_that_reruns_the_same_training(tmp_path):
+    import shlex
+
+    from ddpm_helpers.checkpoints import load_checkpoint
+    from ddpm_helpers.train import main
+
+    first = main(["moons", "--steps", "4", "--out", str(tmp_path / "a.pt"), "--hidden", "16", "--n-points", "300",
+                  "--no-progress"])
+    explicit = first["explicit_command"]
+    assert "--lr=0.002" in explicit and "--hidden=16" in explicit and "--loss-weighting=none" in explicit
+    argv = shlex.split(explicit)[3:]
+    argv = [a if not a.startswith("--out=") else f"--out={tmp_path / 'b.pt'}" for a in argv] + ["--no-progress"]
+    main(argv)
+    a, _ = load_checkpoint(tmp_path / "a.pt")
+    b, _ = load_checkpoint(tmp_path / "b.pt")
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
