@@ -45,6 +45,7 @@ from .samplers import (
 )
 from .schedules import NoiseSchedule
 from .score import ideal_eps, ideal_log_density, ideal_x0, score_from_eps
+from .spread import mnist_fd_spread, mnist_real_floor_spread
 from .toolbox import diffusers_scheduler, respace, scheduler_sample, scheduler_sample_progressive
 from .training import TrainResult, train
 from .viz import collect_trajectory, to_pixels, plot_losses, plot_schedule, show_filmstrip, show_grid, show_rows, show_scatter
@@ -60,7 +61,7 @@ __all__ = [
     "moons_scores", "nearest_distances", "num_parameters", "optimal_eps_gaussian", "optimal_eps_point", "plot_losses",
     "plot_schedule", "predict_x0", "q_posterior", "q_sample", "q_step", "quick_mode",
     "sampler_explorer", "save_checkpoint", "show_filmstrip", "show_gif", "show_grid", "show_rows",
-    "show_scatter", "trajectory_scrubber", "train", "ideal_eps", "ideal_log_density", "ideal_x0", "score_from_eps",
+    "show_scatter", "trajectory_scrubber", "train", "ideal_eps", "ideal_log_density", "ideal_x0", "score_from_eps", "mnist_fd_spread", "mnist_real_floor_spread",
     "diffusers_scheduler", "inpaint", "repaint_timesteps", "respace", "scheduler_sample",
     "scheduler_sample_progressive", "sdedit",
 ]
