@@ -3,6 +3,7 @@
 File layout (a dict, read back with torch.load(weights_only=True), so no code is ever unpickled):
     format, version                 "ddpm_helpers.checkpoint", 1
     model_class, model_config       e.g. "UNet", {"channels": (32, 64, 64), ...}  ->  UNet(**config)
+                                    (class-conditional models: num_classes in the config)
     state_dict                      the weights (float32, or float16 when saved with half=True)
     schedule                        schedule.config, e.g. {"kind": "linear", "T": 1000, ...}
     provenance                      data, steps, seed, minutes, machine, command ...
@@ -20,7 +21,7 @@ from .models import MODELS
 from .schedules import NoiseSchedule
 
 FORMAT, VERSION = "ddpm_helpers.checkpoint", 1
-PRETRAINED = {"moons_mlp": "moons_mlp.pt", "mnist_unet": "mnist_unet.pt"}
+PRETRAINED = {"moons_mlp": "moons_mlp.pt", "mnist_unet": "mnist_unet.pt", "mnist_unet_cond": "mnist_unet_cond.pt"}
 _KEYS = ("model_class", "model_config", "state_dict", "schedule", "provenance")
 
 
@@ -96,7 +97,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
 def load_pretrained(name: str) -> tuple[nn.Module, NoiseSchedule]:
     """The (model, schedule) shipped with the package, on the CPU in eval mode, offline.
 
-    "moons_mlp": MLPDenoiser for the two moons; "mnist_unet": UNet for 28x28 MNIST digits.
+    "moons_mlp": MLPDenoiser for the two moons; "mnist_unet": UNet for 28x28 MNIST digits;
+    "mnist_unet_cond": the class-conditional UNet (num_classes=10; model(x_t, t, labels), see
+    ddpm_helpers.guidance), fine-tuned from "mnist_unet" with label dropout.
     `model.provenance` says how each was trained (command, minutes, machine).
     """
     if name not in PRETRAINED:

@@ -97,11 +97,12 @@ def test_only_package_models_can_be_saved(tmp_path):
 
 
 def test_unknown_pretrained_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match=r"available: \['mnist_unet', 'moons_mlp'\]"):
+    with pytest.raises(ValueError, match=r"available: \['mnist_unet', 'mnist_unet_cond', 'moons_mlp'\]"):
         load_pretrained("cifar_unet")
 
 
-@pytest.mark.parametrize("name, shape", [("moons_mlp", (4, 2)), ("mnist_unet", (4, 1, 28, 28))])
+@pytest.mark.parametrize("name, shape", [("moons_mlp", (4, 2)), ("mnist_unet", (4, 1, 28, 28)),
+                                         ("mnist_unet_cond", (4, 1, 28, 28))])
 def test_shipped_weights_load_offline_on_cpu_in_eval_mode(name, shape):
     model, schedule = load_pretrained(name)
     assert not model.training and schedule.T == 1000
@@ -117,3 +118,27 @@ def test_shipped_weights_fit_the_ten_megabyte_budget():
 
     sizes = [(resources.files("ddpm_helpers") / "assets" / f).stat().st_size for f in PRETRAINED.values()]
     assert sum(sizes) <= 10 * 1024 * 1024
+
+
+def test_a_conditional_model_round_trips_with_num_classes_in_its_config(tmp_path):
+    model = _randomised(UNet(channels=(8, 16, 16), groups=4, num_classes=10))
+    save_checkpoint(tmp_path / "cond.pt", model, NoiseSchedule.linear(T=100))
+    assert read_checkpoint(tmp_path / "cond.pt")["model_config"]["num_classes"] == 10
+    loaded, _ = load_checkpoint(tmp_path / "cond.pt")
+    x, t, labels = torch.randn(3, 1, 28, 28), torch.tensor([1, 50, 99]), torch.tensor([0, 7, 10])
+    torch.testing.assert_close(loaded(x, t, labels), model.eval()(x, t, labels), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="num_classes: checkpoint 10 vs model '<absent>'"):
+        load_checkpoint(tmp_path / "cond.pt", model=UNet(channels=(8, 16, 16), groups=4))
+
+
+def test_shipped_conditional_weights_know_the_digits_and_say_where_they_started():
+    model, _ = load_pretrained("mnist_unet_cond")
+    plain, _ = load_pretrained("mnist_unet")
+    assert model.config == {**plain.config, "num_classes": 10}
+    p = model.provenance
+    assert "--conditional" in p["command"] and p["settings"]["label_dropout"] == 0.1
+    assert p["initialized_from"]["command"] == plain.provenance["command"]
+    assert "label_embedding.table.weight" in p["init_note"]
+    x, t = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([600, 600])
+    with torch.no_grad():                                   # the fine-tune taught it the labels
+        assert not torch.allclose(model(x, t, torch.tensor([1, 1])), model(x, t, torch.tensor([8, 8])), atol=1e-3)
