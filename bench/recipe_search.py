@@ -1,0 +1,227 @@
+"""Which MNIST training recipe draws the best digits after 5 minutes from scratch (issue: "Digits
+from scratch in 5 CPU-minutes"). Every recipe gets the same compute, not the same wall time:
+
+    python bench/recipe_search.py throughput            # images/s of each architecture x batch, 2 threads
+    python bench/recipe_search.py run NAME --seed S     # train NAME for its 5-minute step budget, score it
+    python bench/recipe_search.py run NAME --minutes M  # the same at another budget (the quality-vs-minutes curve)
+    python bench/recipe_search.py report                # rank by median FD / real floor over seeds, and the curve
+
+`throughput` times a training step of every (channels, blocks, batch) side by side in one process
+on 1 thread, in CPU time (time.process_time: what the step costs, unaffected by other programs on a
+shared machine), and divides it by the 2-thread speed-up measured on the idle machine by
+bench/train_throughput.py (results/train_throughput_32_64_64_t1.json / _t2.json: 1.72x) to get
+the step time on 2 threads; it writes bench/results/recipe_throughput.json. A recipe's budget is
+the number of optimizer steps it does in --minutes (5) at that rate. `run` trains with that step budget (on 1 thread, so
+that two runs can share the 2 cores without changing what they learn; wall time does not enter),
+draws 1,000 DDIM-50 (eta = 0) samples from one seeded x_T with the EMA weights (and with every
+extra EMA the recipe lists), and scores them with ddpm_helpers.metrics against mnist_real_floor
+at the same N. One JSON per run goes to bench/results/recipe_search/; `report` aggregates them
+into bench/results/recipe_search.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, machine, table, write_result
+from ddpm_helpers.data import load_mnist
+from ddpm_helpers.metrics import mnist_real_floor, mnist_scores
+from ddpm_helpers.models import UNet
+from ddpm_helpers.samplers import ddim_sample
+from ddpm_helpers.schedules import NoiseSchedule
+from ddpm_helpers.training import loss_weights, train, weighted_loss
+
+RUNS = RESULTS / "recipe_search"
+THROUGHPUT = RESULTS / "recipe_throughput.json"
+
+# The old default of `python -m ddpm_helpers.train mnist` and the candidates, each one change away
+# from "base" (the issue's probe recipe plus min-SNR-5), so that the ranking says what each change does.
+OLD = dict(channels=(32, 64, 64), blocks=1, batch_size=128, lr=2e-3, warmup=200, lr_decay="cosine",
+           ema_decay=0.999, timesteps="stratified", loss_weighting="none", schedule="linear")
+BASE = dict(channels=(16, 32, 64), blocks=1, batch_size=64, lr=3e-3, warmup=100, lr_decay="cosine",
+            ema_decay=0.99, timesteps="uniform", loss_weighting="min_snr", schedule="linear")
+RECIPES = {
+    "old_default": OLD,
+    "base": dict(BASE, extra_emas=[0.995, 0.999, "power3", "power7"]),
+    "base_lsimple": dict(BASE, loss_weighting="none"),
+    "base_b32": dict(BASE, batch_size=32),
+    "base_b128": dict(BASE, batch_size=128),
+    "base_lr1e-3": dict(BASE, lr=1e-3),
+    "base_lr6e-3": dict(BASE, lr=6e-3),
+    "base_constant_lr": dict(BASE, lr_decay=None, extra_emas=["power3", "power7"]),
+    "base_c32": dict(BASE, channels=(32, 64, 64)),
+    "base_c16x2": dict(BASE, blocks=2),
+    "base_c8": dict(BASE, channels=(8, 16, 32)),
+    "base_cosine_schedule": dict(BASE, schedule="cosine"),
+    "base_stratified": dict(BASE, timesteps="stratified"),
+}
+
+
+def arch_key(recipe: dict) -> str:
+    return f"{','.join(map(str, recipe['channels']))}/b{recipe['blocks']}/batch{recipe['batch_size']}"
+
+
+def two_thread_speedup() -> float:
+    one, two = (json.loads((RESULTS / f"train_throughput_32_64_64_t{k}.json").read_text())["row"]["step_s"]
+                for k in (1, 2))
+    return one / two
+
+
+def measure_throughput(args) -> None:
+    torch.set_num_threads(1)
+    speedup = two_thread_speedup()
+    schedule = NoiseSchedule.linear(T=1000)
+    weights = loss_weights(schedule, "min_snr")
+    rows = json.loads(THROUGHPUT.read_text())["rows"] if THROUGHPUT.exists() and args.missing else {}
+    for key in sorted({arch_key(r) for r in RECIPES.values()} - set(rows)):
+        recipe = next(r for r in RECIPES.values() if arch_key(r) == key)
+        torch.manual_seed(0)
+        model = UNet(channels=recipe["channels"], blocks=recipe["blocks"])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        x0 = torch.rand(recipe["batch_size"], 1, 28, 28) * 2 - 1
+        times = []
+        for _ in range(args.repeats):
+            start = time.process_time()
+            t = torch.randint(0, schedule.T, (x0.shape[0],))
+            loss = weighted_loss(model, x0, schedule, t, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.process_time() - start)
+        cpu_s = statistics.median(times[2:])
+        rows[key] = dict(cpu_s_1_thread=cpu_s, step_s=cpu_s / speedup, images_per_s=recipe["batch_size"] * speedup / cpu_s)
+        print(f"{key}: {cpu_s:.3f} CPU-s/step on 1 thread -> {rows[key]['step_s']:.3f} s/step, "
+              f"{rows[key]['images_per_s']:.0f} images/s on 2 threads", flush=True)
+    write_result("recipe_throughput", dict(machine=machine(), timed="CPU time on 1 thread / 2-thread speed-up",
+                                           two_thread_speedup=speedup, repeats=args.repeats, rows=rows))
+
+
+def budget_steps(recipe: dict, minutes: float) -> int:
+    rows = json.loads(THROUGHPUT.read_text())["rows"]
+    return max(1, round(minutes * 60 / rows[arch_key(recipe)]["step_s"]))
+
+
+class ExtraEMA:
+    """More EMAs of the raw weights next to the one train() keeps: a constant decay d (with the same
+    warm-up min(d, (1 + n) / (10 + n)) as training.ema_multi_avg_fn) or "powerG", the power EMA of
+    Karras et al. 2024, d_n = (1 - 1/n)^(G + 1), which averages over a fixed share of the run
+    whatever its length."""
+
+    def __init__(self, model, kind):
+        self.kind, self.n = kind, 0
+        self.params = [p.detach().clone() for p in model.parameters()]
+
+    def update(self, model) -> None:
+        self.n += 1
+        if isinstance(self.kind, str):
+            d = (1 - 1 / self.n) ** (float(self.kind[len("power"):]) + 1)
+        else:
+            d = min(self.kind, (1 + self.n - 1) / (10 + self.n - 1)) if self.n > 1 else 0.0
+        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1 - d)
+
+    def model_like(self, model):
+        clone = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            for p, q in zip(clone.parameters(), self.params):
+                p.copy_(q)
+        return clone
+
+
+def run(args) -> None:
+    recipe = RECIPES[args.name]
+    steps = budget_steps(recipe, args.minutes)
+    data, _ = load_mnist(train=True, root=args.data_root)
+    schedule = getattr(NoiseSchedule, recipe["schedule"])(T=1000)
+    torch.manual_seed(args.seed)
+    model = UNet(channels=recipe["channels"], blocks=recipe["blocks"])
+    extras = [ExtraEMA(model, kind) for kind in recipe.get("extra_emas", [])]
+    settings = {k: v for k, v in recipe.items() if k not in ("channels", "blocks", "schedule", "extra_emas")}
+    start = time.perf_counter()
+    result = train(model, data, schedule, steps=steps, generator=torch.Generator().manual_seed(args.seed),
+                   device="cpu", num_threads=1, progress=not args.no_progress,
+                   callback=lambda step, seconds, ema: [e.update(model) for e in extras], **settings)
+    train_s = time.perf_counter() - start
+    torch.set_num_threads(args.threads)
+    variants = {f"ema{recipe['ema_decay']}": result.model}
+    variants.update({f"ema{e.kind}": e.model_like(result.model) for e in extras})
+    floor = mnist_real_floor(args.n, seed=0, memorization=False)
+    scores = {}
+    for name, net in variants.items():
+        with torch.inference_mode():
+            x0 = ddim_sample(net, (args.n, 1, 28, 28), schedule, steps=50,
+                             generator=torch.Generator().manual_seed(1000 + args.seed), progress=False)
+        s = mnist_scores(x0.clamp(-1, 1), memorization=False)
+        scores[name] = dict(fd=s["fd"], fd_ratio=s["fd"] / floor["fd"], confident=s["confident"],
+                            min_class=min(s["class_share"]), max_class=max(s["class_share"]))
+        print(f"{args.name} seed {args.seed} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores[name].items()),
+              flush=True)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.minutes == 5 else f"_{args.minutes:g}min"
+    (RUNS / f"{args.name}_s{args.seed}{suffix}.json").write_text(json.dumps(dict(
+        name=args.name, seed=args.seed, recipe=recipe, minutes_equivalent=args.minutes, steps=steps,
+        images=steps * recipe["batch_size"], train_s_on_1_thread=train_s, final_loss=sum(result.losses[-100:]) / 100,
+        n=args.n, floor_fd=floor["fd"], scores=scores, machine=machine()), indent=2, default=str) + "\n")
+
+
+def report(args) -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    main_runs = [r for r in runs if r["minutes_equivalent"] == 5]
+    groups = {}
+    for r in main_runs:
+        for variant, s in r["scores"].items():
+            label = r["name"] if variant == f"ema{r['recipe']['ema_decay']}" else f"{r['name']} [{variant}]"
+            groups.setdefault(label, []).append((r, s))
+    rows = [summary(label, items) for label, items in groups.items()]
+    rows.sort(key=lambda r: r["fd_ratio_median"])
+    print("5 minutes on 2 threads (steps from recipe_throughput.json); seeds < 2 is a single run:")
+    print(table(rows, list(rows[0])))
+    curve = []
+    for name in ("old_default", "base"):
+        by_minutes = {}
+        for r in runs:
+            if r["name"] == name:
+                by_minutes.setdefault(r["minutes_equivalent"], []).append((r, r["scores"][f"ema{r['recipe']['ema_decay']}"]))
+        curve += [dict(minutes=m, **summary(name, items)) for m, items in sorted(by_minutes.items())]
+    print("quality against minutes, the old default (MNIST_2025) and the new one (base):")
+    print(table(curve, list(curve[0])))
+    throughput = json.loads(THROUGHPUT.read_text())
+    write_result("recipe_search", dict(minutes=5, n=main_runs[0]["n"], floor_fd=main_runs[0]["floor_fd"],
+                                       throughput=throughput, ranking=rows, curve=curve, recipes=RECIPES,
+                                       machine=machine()))
+
+
+def summary(label: str, items: list) -> dict:
+    ratios = [s["fd_ratio"] for _, s in items]
+    return dict(recipe=label, seeds=len(items), steps=items[0][0]["steps"],
+                fd_ratio_median=statistics.median(ratios), fd_ratio_min=min(ratios), fd_ratio_max=max(ratios),
+                confident_median=statistics.median(s["confident"] for _, s in items),
+                min_class=min(s["min_class"] for _, s in items), max_class=max(s["max_class"] for _, s in items))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="phase", required=True)
+    p = sub.add_parser("throughput")
+    p.add_argument("--repeats", type=int, default=12)
+    p.add_argument("--missing", action="store_true", help="time only architectures the JSON does not have yet")
+    p = sub.add_parser("run")
+    p.add_argument("name", choices=list(RECIPES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=1, help="threads for sampling and scoring")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    sub.add_parser("report")
+    args = parser.parse_args()
+    {"throughput": measure_throughput, "run": run, "report": report}[args.phase](args)
+
+
+if __name__ == "__main__":
+    main()
