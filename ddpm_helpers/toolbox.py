@@ -76,6 +76,8 @@ def diffusers_scheduler(name: str, schedule: NoiseSchedule, **overrides):
         scheduler.betas = betas
         scheduler.alphas = 1.0 - betas
         scheduler.alphas_cumprod = torch.cumprod(scheduler.alphas, dim=0)
+        if name == "ddim" and not scheduler.config.set_alpha_to_one:  # last jump ends at alpha_bar_0, float64 too
+            scheduler.final_alpha_cumprod = scheduler.alphas_cumprod[0]
     return scheduler
 
 

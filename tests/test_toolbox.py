@@ -141,6 +141,18 @@ def test_ddim_clipping_with_the_clipped_model_output_is_our_clip_x0(moons):
     torch.testing.assert_close(theirs, ours, **TOL)
 
 
+def test_ddim_without_alpha_to_one_ends_at_alpha_bar_0(moons):
+    """Stable Diffusion's set_alpha_to_one=False: the last jump lands on alpha_bar_0 = 1 - beta_1, not 1,
+    and leaves sqrt(1 - alpha_bar_0) = 0.01 of the noise estimate in the sample."""
+    model, schedule = moons
+    spaced_model, spaced = respace(model, schedule, ddim_timesteps(schedule.T, 20))
+    x_T = torch.randn(64, 2, generator=seeded())
+    runs = [scheduler_sample(spaced_model, diffusers_scheduler("ddim", spaced, set_alpha_to_one=one), x_T.shape, 20,
+                             x_T=x_T, progress=False) for one in (True, False)]
+    assert torch.isfinite(runs[1]).all()
+    assert 0 < (runs[1] - runs[0]).abs().max() < 0.05
+
+
 def test_respaced_schedule_keeps_alpha_bars_and_our_samplers_agree(moons):
     model, schedule = moons
     ts = ddim_timesteps(schedule.T, 10)
