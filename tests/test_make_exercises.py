@@ -12,9 +12,12 @@ def _notebook(*cells):
     return {"cells": list(cells), "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
-def _code(source, tags=()):
-    return {"cell_type": "code", "execution_count": 3, "id": "c", "metadata": {"tags": list(tags)},
+def _code(source, tags=(), **nbgrader):
+    cell = {"cell_type": "code", "execution_count": 3, "id": "c", "metadata": {"tags": list(tags)},
             "outputs": [{"output_type": "stream", "name": "stdout", "text": "42\n"}], "source": source}
+    if nbgrader:
+        cell["metadata"]["nbgrader"] = nbgrader
+    return cell
 
 
 def test_solution_region_becomes_not_implemented_at_its_indentation():
@@ -26,7 +29,7 @@ def test_solution_region_becomes_not_implemented_at_its_indentation():
 
 def test_markdown_answers_are_blanked():
     lines = ["**Answer:**\n", "### BEGIN SOLUTION\n", "Because SNR falls.\n", "### END SOLUTION"]
-    assert strip_solutions(lines, code=False, where="cell 1") == ["**Answer:**\n", "_YOUR ANSWER HERE_"]
+    assert strip_solutions(lines, code=False, where="cell 1") == ["**Answer:**\n", "YOUR ANSWER HERE"]
 
 
 def test_hidden_tests_are_removed_from_the_student_copy():
@@ -42,6 +45,7 @@ def test_hidden_tests_are_removed_from_the_student_copy():
         (["### BEGIN SOLUTION\n", "### BEGIN SOLUTION\n", "### END SOLUTION\n"], "second"),
         (["### BEGIN HIDDEN TESTS\n", "assert ok\n"], "never closed"),
         (["### BEGIN SOLUTION\n", "x = 1\n", "### END HIDDEN TESTS\n"], "without"),
+        (["Answers sit between `### BEGIN SOLUTION` and its end marker.\n"], "never closed"),
     ],
 )
 def test_unbalanced_markers_name_the_cell_and_line(lines, message):
@@ -49,18 +53,35 @@ def test_unbalanced_markers_name_the_cell_and_line(lines, message):
         strip_solutions(lines, code=True, where="cell 7")
 
 
-def test_student_copy_clears_outputs_drops_solution_only_cells_and_keeps_the_source_intact():
-    source = _notebook(
-        _code("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"),
-        _code("print('for instructors')", tags=["solution-only"]),
-    )
+def test_markers_are_read_anywhere_in_a_line_as_nbgrader_reads_them():
+    lines = ["def f():\n", "    x = 0  # BEGIN SOLUTION here\n", "    return 1\n", "    pass  # END SOLUTION\n"]
+    assert strip_solutions(lines, code=True, where="cell 0") == [
+        "def f():\n", "    # YOUR CODE HERE\n", "    raise NotImplementedError()\n",
+    ]
+
+
+def test_student_copy_clears_outputs_and_keeps_the_source_intact():
+    source = _notebook(_code("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n", solution=True))
     before = json.dumps(source)
     student = student_copy(source)
     assert json.dumps(source) == before
-    assert len(student["cells"]) == 1
     cell = student["cells"][0]
     assert cell["outputs"] == [] and cell["execution_count"] is None
     assert "return 1" not in "".join(cell["source"])
+
+
+def test_a_solution_cell_without_markers_becomes_the_stub_as_in_nbgrader():
+    student = student_copy(_notebook(_code("x = 42\n", solution=True), _code("y = 1\n")))
+    assert [c["source"] for c in student["cells"]] == [["# YOUR CODE HERE\n", "raise NotImplementedError()"], ["y = 1\n"]]
+
+
+@pytest.mark.parametrize("cell, message", [
+    (_code("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n"), "solution: true"),
+    (_code("ok = 1\n### BEGIN HIDDEN TESTS\nassert ok\n### END HIDDEN TESTS\n", solution=True), "grade: true"),
+])
+def test_regions_outside_the_cells_nbgrader_allows_them_in_are_errors(cell, message):
+    with pytest.raises(ValueError, match=message):
+        student_copy(_notebook(cell))
 
 
 def test_student_copy_drops_execution_timestamps_and_keeps_nbgrader_metadata():
