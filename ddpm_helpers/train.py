@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "for classifier-free guidance (ddpm_helpers.guidance)")
         p.add_argument("--label-dropout", type=float, default=0.1,
                        help="with --conditional: probability that a sample's label is replaced by the null label")
+        p.add_argument("--label-lr-scale", type=float, default=1.0,
+                       help="with --conditional: the label embedding's learning rate, in multiples of --lr")
         p.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         recipe_group = p.add_argument_group("recipe (learning rate: linear warm-up, then cosine decay to 0)")
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
                    weight_decay=args.weight_decay, ema_decay=args.ema_decay,
                    timesteps=args.timesteps, loss_weighting=args.loss_weighting,
                    min_snr_gamma=args.min_snr_gamma, labels=labels if args.conditional else None,
-                   label_dropout=args.label_dropout, generator=generator, device=args.device,
+                   label_dropout=args.label_dropout, label_lr_scale=args.label_lr_scale, generator=generator, device=args.device,
                    num_threads=args.threads, progress=not args.no_progress)
     provenance = dict(result.provenance, data=described, model_parameters=model.num_parameters(),
                       command="python -m ddpm_helpers.train " + shlex.join(argv),
@@ -175,7 +177,7 @@ def _explicit_command(args, minutes: float | None) -> str:
             argv.append(f"--{key.replace('_', '-')}={getattr(args, key)}")
     argv += [flag for flag, on in (("--conditional", args.conditional), ("--half", args.half)) if on]
     if args.conditional:
-        argv.append(f"--label-dropout={args.label_dropout}")
+        argv += [f"--label-dropout={args.label_dropout}", f"--label-lr-scale={args.label_lr_scale}"]
     return "python -m ddpm_helpers.train " + shlex.join(argv)
 
 

@@ -111,7 +111,7 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
           lr_decay: str | None = None, grad_clip: float | None = 1.0, weight_decay: float = 0.0,
           ema_decay: float = 0.999, timesteps: str = "uniform", loss_weighting: str = "none",
           min_snr_gamma: float = 5.0, labels: Tensor | None = None, label_dropout: float = 0.1,
-          generator: torch.Generator | None = None,
+          label_lr_scale: float = 1.0, generator: torch.Generator | None = None,
           device: torch.device | str | None = None, num_threads: int | None = None,
           progress: bool = True, callback: Callable[[int, float, nn.Module], None] | None = None) -> TrainResult:
     """Train `model` in place on `data` (N, ...) in [-1, 1] with L_simple until `steps` steps or
@@ -123,7 +123,10 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
     (see draw_timesteps); loss_weighting "none" (L_simple) | "min_snr" with min_snr_gamma (see
     loss_weights). labels (N,) train a conditional model (built with num_classes) on eps(x_t, t, c),
     each label replaced by the null label with probability label_dropout, per sample (see
-    ddpm_helpers.guidance). All randomness (batches, t, eps, dropped labels) comes from `generator`. device=None
+    ddpm_helpers.guidance); the label embedding learns at label_lr_scale times lr (Adam moves each
+    weight by about the learning rate per step, so an embedding that starts at zero, as when a
+    conditional model starts from an unconditional file, needs a larger rate to become as large as
+    the time embedding it is added to in a short run). All randomness (batches, t, eps, dropped labels) comes from `generator`. device=None
     picks cuda, mps or cpu. num_threads (CPU only) is set for the run and restored afterwards;
     None picks 1 for small models and leaves torch's setting for larger ones. `callback(step,
     seconds, ema_model)`, if given, runs after every step (live plots, snapshots).
@@ -132,6 +135,10 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
     loss_weights(schedule, loss_weighting, min_snr_gamma)         # raises on a bad weighting before any work
     if labels is not None:
         labels = check_training_labels(model, data, labels, label_dropout)
+    if isinstance(label_lr_scale, bool) or not isinstance(label_lr_scale, (int, float)) \
+            or not 0 < label_lr_scale < math.inf:
+        raise ValueError(f"label_lr_scale must be a positive number (1: the label embedding learns at lr), "
+                         f"got {label_lr_scale!r}")
     device = torch.device(device) if device is not None else get_device()
     threads_before = torch.get_num_threads()
     if num_threads is None and sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
@@ -143,7 +150,8 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
                     dict(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup,
                          lr_decay=lr_decay, grad_clip=grad_clip, weight_decay=weight_decay,
                          ema_decay=ema_decay, timesteps=timesteps, loss_weighting=loss_weighting,
-                         min_snr_gamma=min_snr_gamma, label_dropout=None if labels is None else label_dropout),
+                         min_snr_gamma=min_snr_gamma, label_dropout=None if labels is None else label_dropout,
+                         label_lr_scale=None if labels is None else label_lr_scale),
                     progress, callback, labels)
     finally:
         torch.set_num_threads(threads_before)
@@ -151,7 +159,11 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
 
 def _run(model, data, schedule, device, generator, settings, progress, callback, labels) -> TrainResult:
     s = settings
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    label_params = list(model.label_embedding.parameters()) if labels is not None else []
+    groups = [dict(params=[p for p in model.parameters() if all(p is not q for q in label_params)], lr_scale=1.0)]
+    if label_params:
+        groups.append(dict(params=label_params, lr_scale=s["label_lr_scale"]))
+    optimizer = torch.optim.AdamW(groups, lr=s["lr"], weight_decay=s["weight_decay"])
     ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(s["ema_decay"]), use_buffers=True)
     batches = ((x0, model) for x0 in iterate_batches(data, s["batch_size"], generator=generator)) if labels is None \
         else labelled_batches(model, data, labels.to(device), s["batch_size"], s["label_dropout"], generator)
@@ -164,7 +176,7 @@ def _run(model, data, schedule, device, generator, settings, progress, callback,
     while step < max_steps and time.perf_counter() - start < budget_s:
         spent = max(step / max_steps, (time.perf_counter() - start) / budget_s)
         for group in optimizer.param_groups:
-            group["lr"] = s["lr"] * lr_factor(spent, step, s["warmup"], s["lr_decay"])
+            group["lr"] = s["lr"] * group["lr_scale"] * lr_factor(spent, step, s["warmup"], s["lr_decay"])
         x0, eps_model = next(batches)       # eps_model: the model, or the model bound to the batch's labels
         t = draw_timesteps(x0.shape[0], schedule.T, s["timesteps"], generator).to(device)
         if weights is None:

@@ -1,4 +1,5 @@
 """Tests of the training loop: the loss falls, the EMA is the average it claims, budgets stop it."""
+import copy
 import math
 
 import pytest
@@ -236,6 +237,30 @@ def test_unconditional_training_records_no_label_dropout_and_labels_need_a_condi
         train(cond, _moons(100), NoiseSchedule.linear(T=10), steps=1, batch_size=10, labels=torch.zeros(50).long())
     with pytest.raises(ValueError, match=r"lie in 0\.\.1"):
         train(cond, _moons(100), NoiseSchedule.linear(T=10), steps=1, batch_size=10, labels=torch.full((100,), 2))
+
+
+def test_the_label_embedding_learns_at_label_lr_scale_times_the_learning_rate():
+    """Adam's first step moves every weight by lr (times the sign of its gradient; no warm-up,
+    decay or EMA in the way): the label table by label_lr_scale * lr, the rest by lr."""
+    data, labels = _two_blobs()
+    moves = {}
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        model = MLPDenoiser(hidden=16, depth=1, time_dim=8, num_classes=2)
+        before = copy.deepcopy(model)
+        result = train(model, data, NoiseSchedule.linear(T=100), steps=1, batch_size=64, lr=1e-3, ema_decay=0.0,
+                       grad_clip=None, labels=labels, label_lr_scale=scale, generator=torch.Generator().manual_seed(0),
+                       device="cpu", progress=False)
+        moved = {n: (p - dict(before.named_parameters())[n]).abs().max().item()
+                 for n, p in result.raw_model.named_parameters()}
+        assert result.provenance["settings"]["label_lr_scale"] == scale
+        moves[scale] = moved
+    table = "label_embedding.table.weight"
+    assert moves[1.0][table] == pytest.approx(1e-3, rel=1e-3) and moves[10.0][table] == pytest.approx(1e-2, rel=1e-3)
+    assert all(moves[1.0][n] == moves[10.0][n] for n in moves[1.0] if n != table)
+    with pytest.raises(ValueError, match="label_lr_scale must be a positive number"):
+        train(model, data, NoiseSchedule.linear(T=100), steps=1, batch_size=64, labels=labels, label_lr_scale=0,
+              progress=False)
 
 
 def test_cli_conditional_init_from_an_unconditional_file_starts_as_that_model(tmp_path):
