@@ -274,7 +274,8 @@ def check_training_loop(fn, *, steps: int = STEPS, cpu_seconds: float = CPU_SECO
                    f"{len(seeds)} seeds), after {steps} steps in {cpu:.0f} CPU-s")
         if not w2 <= max_ratio * floor:
             raise Verdict(f"the samples are too far from the moons: {summary}; at most {max_ratio:g}× passes. "
-                          "Look at your loss curve; a learning rate that decays towards 0 by the last step helps")
+                          "Look at your loss curve: with Adam at lr = 2e-3 it falls to about 0.15 within "
+                          "a few hundred steps")
         return f"passed: {summary}"
 
     return run_check("training_loop", body)
