@@ -3,8 +3,9 @@
     python bench/solvers.py [--n 1000] [--seeds 0 1 2] [--threads 2] [--extras] [--checkpoint PATH]
 Target: DPM-Solver++ with 10 steps within 1.2x the Fréchet distance of our DDIM-50 (eta = 0, the same
 ODE). For each seed, every sampler starts from the same --n noises x_T (seed), and the real floor is
-mnist_real_floor(n, seed) at the same N; samples are clamped to [-1, 1] before scoring (the metric's
-range). DPM-Solver++ runs as diffusers configures it (2nd order, its own grid of `steps` timesteps
+mnist_real_floor(n, seed) at the same N, each Fréchet distance with its jackknife standard deviation
+(ddpm_helpers.spread: one seed already shows the spread); samples are clamped to [-1, 1] before scoring
+(the metric's range). DPM-Solver++ runs as diffusers configures it (2nd order, its own grid of `steps` timesteps
 from 999 down, the last step to alpha_bar = 1). --extras adds it on our grid, ddim_timesteps(T, steps),
 and the stochastic rows (DDIM-50 eta = 1, SDE-DPM-Solver++), whose noise comes from seed + 1.
 Writes bench/results/solvers.json after every seed (times are wall-clock seconds per sampler run).
@@ -19,7 +20,8 @@ import torch
 
 from common import machine, table, write_result
 from ddpm_helpers.checkpoints import load_checkpoint, load_pretrained
-from ddpm_helpers.metrics import mnist_real_floor, mnist_scores
+from ddpm_helpers.metrics import mnist_scores
+from ddpm_helpers.spread import mnist_fd_spread, mnist_real_floor_spread
 from ddpm_helpers.samplers import ddim_sample, ddim_timesteps
 from ddpm_helpers.toolbox import diffusers_scheduler, scheduler_sample
 
@@ -48,7 +50,7 @@ def samplers(model, schedule, steps: list[int], extras: bool) -> dict:
 
 def run_seed(runs: dict, n: int, seed: int) -> list[dict]:
     x_T = torch.randn((n, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
-    floor = mnist_real_floor(n, seed=seed, memorization=False)
+    floor = mnist_real_floor_spread(n, seed=seed)
     rows = []
     for name, sample in runs.items():
         g = torch.Generator().manual_seed(seed + 1)
@@ -56,9 +58,11 @@ def run_seed(runs: dict, n: int, seed: int) -> list[dict]:
         with torch.inference_mode():
             x0 = torch.cat([sample(chunk, g) for chunk in x_T.split(BATCH)])
         seconds = time.perf_counter() - start
-        scores = mnist_scores(x0.clamp(-1, 1), memorization=False)
-        rows.append(dict(sampler=name, seed=seed, fd=scores["fd"], floor=floor["fd"], ratio=scores["fd"] / floor["fd"],
-                         confident=scores["confident"], seconds=seconds))
+        x0 = x0.clamp(-1, 1)
+        fd = mnist_fd_spread(x0)
+        rows.append(dict(sampler=name, seed=seed, fd=fd["fd"], fd_sd=fd["fd_sd"], floor=floor["fd"],
+                         floor_sd=floor["fd_sd"], ratio=fd["fd"] / floor["fd"],
+                         confident=mnist_scores(x0, memorization=False)["confident"], seconds=seconds))
         print(table(rows[-1:], list(rows[-1])), flush=True)
     return rows
 
@@ -70,8 +74,10 @@ def summary(per_seed: list[dict]) -> list[dict]:
         rows = [r for r in per_seed if r["sampler"] == name]
         vs_ddim50 = [r["fd"] / reference[r["seed"]] for r in rows]
         out.append(dict(sampler=name, seeds=len(rows), fd_median=statistics.median(r["fd"] for r in rows),
+                        fd_sd_median=statistics.median(r["fd_sd"] for r in rows),
                         fd_min=min(r["fd"] for r in rows), fd_max=max(r["fd"] for r in rows),
                         floor_median=statistics.median(r["floor"] for r in rows),
+                        floor_sd_median=statistics.median(r["floor_sd"] for r in rows),
                         vs_ddim50_median=statistics.median(vs_ddim50), vs_ddim50_max=max(vs_ddim50),
                         seconds_median=statistics.median(r["seconds"] for r in rows)))
     return out
