@@ -135,10 +135,16 @@ def test_shipped_conditional_weights_know_the_digits_and_say_where_they_started(
     model, _ = load_pretrained("mnist_unet_cond")
     plain, _ = load_pretrained("mnist_unet")
     assert model.config == {**plain.config, "num_classes": 10}
-    p = model.provenance
-    assert "--conditional" in p["command"] and p["settings"]["label_dropout"] == 0.1
-    assert p["initialized_from"]["command"] == plain.provenance["command"]
-    assert "label_embedding.table.weight" in p["init_note"]
+    chain, run = [], model.provenance                      # the newest run first, back to the first one
+    while run is not None:
+        chain.append(run)
+        run = run.get("initialized_from")
+    conditional = [run for run in chain if "--conditional" in run["command"]]
+    assert all(run["settings"]["label_dropout"] == 0.1 for run in conditional)
+    first = conditional[-1]                                  # started from the shipped unconditional file
+    assert first["initialized_from"]["command"] == plain.provenance["command"]
+    assert "label_embedding.table.weight" in first["init_note"]
+    assert chain[len(conditional)]["command"] == plain.provenance["command"]
     x, t = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([600, 600])
     with torch.no_grad():                                   # the fine-tune taught it the labels
         assert not torch.allclose(model(x, t, torch.tensor([1, 1])), model(x, t, torch.tensor([8, 8])), atol=1e-3)
