@@ -35,7 +35,7 @@ from ddpm_helpers.metrics import mnist_real_floor, mnist_scores
 from ddpm_helpers.models import UNet
 from ddpm_helpers.samplers import ddim_sample
 from ddpm_helpers.schedules import NoiseSchedule
-from ddpm_helpers.training import loss_weights, train, weighted_loss
+from ddpm_helpers.training import ema_multi_avg_fn, loss_weights, train, weighted_loss
 
 RUNS = RESULTS / "recipe_search"
 THROUGHPUT = RESULTS / "recipe_throughput.json"
@@ -119,11 +119,14 @@ class ExtraEMA:
 
     def update(self, model) -> None:
         self.n += 1
+        current = [p.detach() for p in model.parameters()]
         if isinstance(self.kind, str):
             d = (1 - 1 / self.n) ** (float(self.kind[len("power"):]) + 1)
-        else:
-            d = min(self.kind, (1 + self.n - 1) / (10 + self.n - 1)) if self.n > 1 else 0.0
-        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1 - d)
+            torch._foreach_lerp_(self.params, current, 1 - d)
+        elif self.n == 1:                                   # the first update copies, as AveragedModel does
+            torch._foreach_copy_(self.params, current)
+        else:                                               # train()'s own EMA update, n - 1 averaged so far
+            ema_multi_avg_fn(self.kind)(self.params, current, self.n - 1)
 
     def model_like(self, model):
         clone = copy.deepcopy(model).eval()
