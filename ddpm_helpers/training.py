@@ -123,10 +123,12 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
     (see draw_timesteps); loss_weighting "none" (L_simple) | "min_snr" with min_snr_gamma (see
     loss_weights). labels (N,) train a conditional model (built with num_classes) on eps(x_t, t, c),
     each label replaced by the null label with probability label_dropout, per sample (see
-    ddpm_helpers.guidance); the label embedding learns at label_lr_scale times lr (Adam moves each
-    weight by about the learning rate per step, so an embedding that starts at zero, as when a
-    conditional model starts from an unconditional file, needs a larger rate to become as large as
-    the time embedding it is added to in a short run). All randomness (batches, t, eps, dropped labels) comes from `generator`. device=None
+    ddpm_helpers.guidance); the label embedding's rows of the classes learn at label_lr_scale times
+    lr (Adam moves each weight by about the learning rate per step, so an embedding that starts at
+    zero, as when a conditional model starts from an unconditional file, needs a larger rate to
+    become as large as the time embedding it is added to in a short run); its null row, which makes
+    the network the unconditional model, learns at lr like the rest of the network, so that
+    eps(x_t, t, null) stays close to the unconditional file it started from. All randomness (batches, t, eps, dropped labels) comes from `generator`. device=None
     picks cuda, mps or cpu. num_threads (CPU only) is set for the run and restored afterwards;
     None picks 1 for small models and leaves torch's setting for larger ones. `callback(step,
     seconds, ema_model)`, if given, runs after every step (live plots, snapshots).
@@ -164,6 +166,8 @@ def _run(model, data, schedule, device, generator, settings, progress, callback,
     if label_params:
         groups.append(dict(params=label_params, lr_scale=s["label_lr_scale"]))
     optimizer = torch.optim.AdamW(groups, lr=s["lr"], weight_decay=s["weight_decay"])
+    null_row = None if not label_params or s["label_lr_scale"] == 1 \
+        else (model.label_embedding.table.weight, model.label_embedding.null_label)
     ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(s["ema_decay"]), use_buffers=True)
     batches = ((x0, model) for x0 in iterate_batches(data, s["batch_size"], generator=generator)) if labels is None \
         else labelled_batches(model, data, labels.to(device), s["batch_size"], s["label_dropout"], generator)
@@ -187,7 +191,10 @@ def _run(model, data, schedule, device, generator, settings, progress, callback,
         loss.backward()
         if s["grad_clip"] is not None:
             nn.utils.clip_grad_norm_(model.parameters(), s["grad_clip"])
-        optimizer.step()
+        if null_row is None:
+            optimizer.step()
+        else:
+            _step_null_row_at_lr(optimizer, null_row, s["label_lr_scale"])
         ema.update_parameters(model)
         losses.append(loss.item())
         step += 1
@@ -199,6 +206,17 @@ def _run(model, data, schedule, device, generator, settings, progress, callback,
     bar.close()
     minutes = (time.perf_counter() - start) / 60
     return TrainResult(ema.module.eval(), model, losses, _provenance(step, minutes, generator, device, data, s))
+
+
+def _step_null_row_at_lr(optimizer, null_row, scale: float) -> None:
+    """optimizer.step(), with the null label's row moved by 1/scale of its AdamW update: every term of
+    that update (the Adam step and the weight decay) is proportional to the group's learning rate,
+    scale * lr, so the row moves exactly as it would at lr."""
+    table, row = null_row
+    before = table.detach()[row].clone()
+    optimizer.step()
+    with torch.no_grad():
+        table[row] = before + (table[row] - before) / scale
 
 
 def _provenance(step, minutes, generator, device, data, settings) -> dict:

@@ -241,7 +241,8 @@ def test_unconditional_training_records_no_label_dropout_and_labels_need_a_condi
 
 def test_the_label_embedding_learns_at_label_lr_scale_times_the_learning_rate():
     """Adam's first step moves every weight by lr (times the sign of its gradient; no warm-up,
-    decay or EMA in the way): the label table by label_lr_scale * lr, the rest by lr."""
+    decay or EMA in the way): the classes' rows of the label table by label_lr_scale * lr, the
+    null row and the rest of the network by lr."""
     data, labels = _two_blobs()
     moves = {}
     for scale in (1.0, 10.0):
@@ -251,13 +252,15 @@ def test_the_label_embedding_learns_at_label_lr_scale_times_the_learning_rate():
         result = train(model, data, NoiseSchedule.linear(T=100), steps=1, batch_size=64, lr=1e-3, ema_decay=0.0,
                        grad_clip=None, labels=labels, label_lr_scale=scale, generator=torch.Generator().manual_seed(0),
                        device="cpu", progress=False)
-        moved = {n: (p - dict(before.named_parameters())[n]).abs().max().item()
-                 for n, p in result.raw_model.named_parameters()}
+        delta = {n: p - dict(before.named_parameters())[n] for n, p in result.raw_model.named_parameters()}
+        table = delta.pop("label_embedding.table.weight").abs()
+        moved = {n: d.abs().max().item() for n, d in delta.items()}
+        moved.update(classes=table[:2].max().item(), null=table[2].max().item())
         assert result.provenance["settings"]["label_lr_scale"] == scale
         moves[scale] = moved
-    table = "label_embedding.table.weight"
-    assert moves[1.0][table] == pytest.approx(1e-3, rel=1e-3) and moves[10.0][table] == pytest.approx(1e-2, rel=1e-3)
-    assert all(moves[1.0][n] == moves[10.0][n] for n in moves[1.0] if n != table)
+    assert moves[1.0]["classes"] == pytest.approx(1e-3, rel=1e-3) and moves[10.0]["classes"] == pytest.approx(1e-2, rel=1e-3)
+    assert moves[1.0]["null"] == pytest.approx(1e-3, rel=1e-3) and moves[10.0]["null"] == pytest.approx(1e-3, rel=1e-3)
+    assert all(moves[1.0][n] == moves[10.0][n] for n in moves[1.0] if n not in ("classes", "null"))
     with pytest.raises(ValueError, match="label_lr_scale must be a positive number"):
         train(model, data, NoiseSchedule.linear(T=100), steps=1, batch_size=64, labels=labels, label_lr_scale=0,
               progress=False)
