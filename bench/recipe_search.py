@@ -14,7 +14,7 @@ the step time on 2 threads; it writes bench/results/recipe_throughput.json. A re
 the number of optimizer steps it does in --minutes (5) at that rate. `run` trains with that step budget (on 1 thread, so
 that two runs can share the 2 cores without changing what they learn; wall time does not enter),
 draws 1,000 DDIM-50 (eta = 0) samples from one seeded x_T with the EMA weights (and with every
-extra EMA the recipe lists), and scores them with ddpm_helpers.metrics against mnist_real_floor
+extra EMA the recipe lists, at 5 minutes only: the curve uses the recipe's own EMA), and scores them with ddpm_helpers.metrics against mnist_real_floor
 at the same N. One JSON per run goes to bench/results/recipe_search/; `report` aggregates them
 into bench/results/recipe_search.json.
 """
@@ -143,7 +143,7 @@ def run(args) -> None:
     schedule = getattr(NoiseSchedule, recipe["schedule"])(T=1000)
     torch.manual_seed(args.seed)
     model = UNet(channels=recipe["channels"], blocks=recipe["blocks"])
-    extras = [ExtraEMA(model, kind) for kind in recipe.get("extra_emas", [])]
+    extras = [ExtraEMA(model, kind) for kind in recipe.get("extra_emas", [])] if args.minutes == 5 else []
     settings = {k: v for k, v in recipe.items() if k not in ("channels", "blocks", "schedule", "extra_emas")}
     start = time.perf_counter()
     result = train(model, data, schedule, steps=steps, generator=torch.Generator().manual_seed(args.seed),
