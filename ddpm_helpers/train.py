@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--label-dropout", type=float, default=0.1,
                        help="with --conditional: probability that a sample's label is replaced by the null label")
         p.add_argument("--label-lr-scale", type=float, default=1.0,
-                       help="with --conditional: the label embedding's learning rate, in multiples of --lr")
+                       help="with --conditional: the learning rate of the classes' label embeddings, in multiples of "
+                            "--lr (the null label's learns at --lr)")
         p.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         recipe_group = p.add_argument_group("recipe (learning rate: linear warm-up, then cosine decay to 0)")
