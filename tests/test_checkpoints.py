@@ -140,7 +140,7 @@ def test_shipped_conditional_weights_know_the_digits_and_say_where_they_started(
         chain.append(run)
         run = run.get("initialized_from")
     conditional = [run for run in chain if "--conditional" in run["command"]]
-    assert all(run["settings"]["label_dropout"] == 0.1 for run in conditional)
+    assert all(0.1 <= run["settings"]["label_dropout"] <= 0.2 for run in conditional)   # the null label is trained
     first = conditional[-1]                                  # started from the shipped unconditional file
     assert first["initialized_from"]["command"] == plain.provenance["command"]
     assert "label_embedding.table.weight" in first["init_note"]
