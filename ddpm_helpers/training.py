@@ -128,10 +128,11 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
     zero, as when a conditional model starts from an unconditional file, needs a larger rate to
     become as large as the time embedding it is added to in a short run); its null row, which makes
     the network the unconditional model, learns at lr like the rest of the network, so that
-    eps(x_t, t, null) stays close to the unconditional file it started from. All randomness (batches, t, eps, dropped labels) comes from `generator`. device=None
-    picks cuda, mps or cpu. num_threads (CPU only) is set for the run and restored afterwards;
-    None picks 1 for small models and leaves torch's setting for larger ones. `callback(step,
-    seconds, ema_model)`, if given, runs after every step (live plots, snapshots).
+    eps(x_t, t, null) stays close to the unconditional file it started from. All randomness
+    (batches, t, eps, dropped labels) comes from `generator`. device=None picks cuda, mps or cpu.
+    num_threads (CPU only) is set for the run and restored afterwards; None picks 1 for small
+    models and leaves torch's setting for larger ones. `callback(step, seconds, ema_model)`, if
+    given, runs after every step (live plots, snapshots).
     """
     _check_args(data, steps, minutes, batch_size, lr, warmup, lr_decay, grad_clip, ema_decay, timesteps)
     loss_weights(schedule, loss_weighting, min_snr_gamma)         # raises on a bad weighting before any work
