@@ -81,6 +81,36 @@ def test_both_halves_run_in_one_batched_call(schedule):
     assert oracle.calls == [6, 3]                 # scale 1 needs the conditional half only
 
 
+def test_an_interval_guides_inside_it_and_samples_conditionally_outside(model):
+    # T = [0, 10, 100, 500, 900, 999]: with interval (10, 500) the middle three are guided
+    guided = classifier_free_guidance(model, C, 3.0, interval=(10, 500))(X, T)
+    full, cond = classifier_free_guidance(model, C, 3.0)(X, T), model(X, T, C)
+    inside = torch.tensor([False, True, True, True, False, False])
+    torch.testing.assert_close(guided[inside], full[inside], rtol=0, atol=0)
+    torch.testing.assert_close(guided[~inside], cond[~inside], rtol=0, atol=0)
+    torch.testing.assert_close(classifier_free_guidance(model, C, 3.0, interval=(0, 999))(X, T), full, rtol=0, atol=0)
+
+
+def test_outside_the_interval_one_conditional_call_is_all_it_costs(schedule):
+    oracle = TwoGaussianOracle(schedule)
+    guided = classifier_free_guidance(oracle, 1, 3.0, interval=(100, 600))
+    guided(torch.randn(3, 1), torch.full((3,), 800))
+    guided(torch.randn(3, 1), torch.full((3,), 100))
+    guided(torch.randn(3, 1), torch.full((3,), 99))
+    assert oracle.calls == [3, 6, 3]
+
+
+def test_an_interval_keeps_guided_sampling_of_the_oracle_nearer_the_class(schedule):
+    # guidance off at high noise: the sample still leaves the overlap, but is pushed less far past the mean
+    x = {}
+    for interval in [None, (0, 300)]:
+        guided = classifier_free_guidance(TwoGaussianOracle(schedule), 1, 7.0, interval=interval)
+        x[interval] = ddim_sample(guided, (2000, 1), schedule, steps=50, generator=torch.Generator().manual_seed(2),
+                                  progress=False)
+    assert (x[(0, 300)] < 0).float().mean() < 0.02
+    assert M < x[(0, 300)].mean() < x[None].mean()
+
+
 def test_an_int_label_means_that_class_for_the_whole_batch(model):
     torch.testing.assert_close(classifier_free_guidance(model, 7, 3.0)(X, T),
                                classifier_free_guidance(model, torch.full((6,), 7), 3.0)(X, T))
@@ -172,6 +202,9 @@ def test_init_from_unconditional_copies_every_weight_and_leaves_the_label_table_
     (lambda m: classifier_free_guidance(m, torch.tensor([[1]]), 3.0), ValueError, r"shape \(B,\)"),
     (lambda m: classifier_free_guidance(m, 12, 3.0), ValueError, r"0\.\.9"),
     (lambda m: classifier_free_guidance(m, torch.tensor([1, 2]), 3.0)(X, T), ValueError, r"shape \(6,\)"),
+    (lambda m: classifier_free_guidance(m, 1, 3.0, interval=(600, 100)), ValueError, "t_lo <= t_hi"),
+    (lambda m: classifier_free_guidance(m, 1, 3.0, interval=(0.1, 0.6)), ValueError, "integer timesteps"),
+    (lambda m: classifier_free_guidance(m, 1, 3.0, interval=100), ValueError, r"\(t_lo, t_hi\)"),
     (lambda m: drop_labels(torch.tensor([1, 2]), 1.5, 10), ValueError, "probability"),
     (lambda m: check_training_labels(m, X, torch.arange(5), 0.1), ValueError, r"shape \(6,\)"),
     (lambda m: check_training_labels(MLPDenoiser(), X, torch.arange(6), 0.1), ValueError, "num_classes"),
