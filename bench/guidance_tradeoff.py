@@ -8,10 +8,10 @@ For each seed: --n labels, an equal share per digit (1,000 = 100 per digit), one
 seed and shared by every scale (so the scales differ only by guidance), DDIM (eta = 0, --steps steps)
 of classifier_free_guidance(model, labels, s, interval), samples clamped to [-1, 1]; every scale is
 run with every --intervals entry ("all": guidance at every step; "LO-HI": guidance only at the
-timesteps LO <= t <= HI, conditional sampling elsewhere, Kynkäänniemi et al. 2024). Scores: `requested`, the
-share the package's MNIST classifier assigns to the requested digit (argmax); `confident` and the
-Fréchet distance `fd` from ddpm_helpers.metrics.mnist_scores, next to mnist_real_floor(N, seed) of
-real held-out digits. Default model: load_pretrained("mnist_unet_cond"). Writes
+timesteps LO <= t <= HI, conditional sampling elsewhere, Kynkäänniemi et al. 2024). Scores:
+`requested`, the share the package's MNIST classifier assigns to the requested digit (argmax);
+`confident` and the Fréchet distance `fd` from ddpm_helpers.metrics.mnist_scores, next to
+mnist_real_floor(N, seed) of real held-out digits. Default model: load_pretrained("mnist_unet_cond"). Writes
 bench/results/guidance_tradeoff.json (or candidate_guidance_tradeoff.json with --checkpoint).
 Issue 15's targets (N = 1,000, DDIM-50): at s = 3, requested >= 97% and fd <= 2x the floor; at s = 1, >= 90%.
 """
@@ -37,15 +37,15 @@ def guided_scores(model, schedule, n: int, scale: float, steps: int, seed: int,
     x_T = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
     start = time.perf_counter()
     with torch.inference_mode():
-        x0 = ddim_sample(classifier_free_guidance(model, labels, scale, interval), (n, 1, 28, 28), schedule, steps=steps,
-                         x_T=x_T, progress=False).clamp(-1, 1)
+        guided = classifier_free_guidance(model, labels, scale, interval)
+        x0 = ddim_sample(guided, (n, 1, 28, 28), schedule, steps=steps, x_T=x_T, progress=False).clamp(-1, 1)
     seconds = time.perf_counter() - start
     _, probs = classify(load_mnist_classifier(), x0)
     scores = mnist_scores(x0, memorization=False)
     per_digit = [float((probs[labels == d].argmax(dim=1) == d).double().mean()) for d in range(10)]
-    return dict(scale=scale, interval=_interval_name(interval), seed=seed, requested=float((probs.argmax(dim=1) == labels).double().mean()),
-                worst_digit=min(per_digit), per_digit=per_digit, confident=scores["confident"], fd=scores["fd"],
-                sample_s=seconds)
+    return dict(scale=scale, interval=_interval_name(interval), seed=seed,
+                requested=float((probs.argmax(dim=1) == labels).double().mean()), worst_digit=min(per_digit),
+                per_digit=per_digit, confident=scores["confident"], fd=scores["fd"], sample_s=seconds)
 
 
 def _interval_name(interval: tuple[int, int] | None) -> str:
