@@ -25,7 +25,6 @@ import torch
 
 from common import machine, table, write_result
 from ddpm_helpers.checkpoints import load_checkpoint, load_pretrained
-from ddpm_helpers.classifier import classify, load_mnist_classifier
 from ddpm_helpers.guidance import classifier_free_guidance
 from ddpm_helpers.metrics import mnist_real_floor, mnist_scores
 from ddpm_helpers.samplers import ddim_sample
@@ -40,8 +39,8 @@ def guided_scores(model, schedule, n: int, scale: float, steps: int, seed: int,
         guided = classifier_free_guidance(model, labels, scale, interval)
         x0 = ddim_sample(guided, (n, 1, 28, 28), schedule, steps=steps, x_T=x_T, progress=False).clamp(-1, 1)
     seconds = time.perf_counter() - start
-    _, probs = classify(load_mnist_classifier(), x0)
-    scores = mnist_scores(x0, memorization=False)
+    scores = mnist_scores(x0, memorization=False, return_probs=True)
+    probs = scores["probs"]
     per_digit = [float((probs[labels == d].argmax(dim=1) == d).double().mean()) for d in range(10)]
     return dict(scale=scale, interval=_interval_name(interval), seed=seed,
                 requested=float((probs.argmax(dim=1) == labels).double().mean()), worst_digit=min(per_digit),

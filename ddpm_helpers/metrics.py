@@ -93,15 +93,19 @@ def nearest_distances(queries: Tensor, references: Tensor, batch_size: int = 256
     return torch.cat(out)
 
 
-def mnist_scores(samples: Tensor, batch_size: int = 500, memorization: bool = True) -> dict:
+def mnist_scores(samples: Tensor, batch_size: int = 500, memorization: bool = True,
+                 return_probs: bool = False) -> dict:
     """Score (N, 1, 28, 28) samples in [-1, 1]: fd, confident, class_share, ... (module docstring).
 
     Compare with `mnist_real_floor(N)`: real digits score fd > 0 too, more so at small N.
     `memorization=False` skips the nearest-training-digit search (about half the time).
+    `return_probs=True` adds "probs", the classifier's (N, 10) softmax behind these scores, so that
+    a caller who needs per-sample classes (e.g. "is it the requested digit?") classifies only once.
     """
     _check_images(samples)
     _warn_if_few(samples.shape[0])
-    return _mnist_scores(samples, batch_size, memorization)
+    scores, probs = _mnist_scores(samples, batch_size, memorization)
+    return {**scores, "probs": probs} if return_probs else scores
 
 
 def _warn_if_few(n: int) -> None:
@@ -114,7 +118,7 @@ def _warn_if_few(n: int) -> None:
         )
 
 
-def _mnist_scores(samples: Tensor, batch_size: int, memorization: bool) -> dict:
+def _mnist_scores(samples: Tensor, batch_size: int, memorization: bool) -> tuple[dict, Tensor]:
     n = samples.shape[0]
     features, probs = classify(load_mnist_classifier().to(samples.device), samples, batch_size)
     reference = _asset()["reference"]
@@ -130,7 +134,7 @@ def _mnist_scores(samples: Tensor, batch_size: int, memorization: bool) -> dict:
     }
     if memorization:
         scores.update(_memorization(samples))
-    return scores
+    return scores, probs
 
 
 def mnist_real_floor(n: int = 1000, seed: int = 0, batch_size: int = 500, memorization: bool = True) -> dict:
@@ -148,7 +152,7 @@ def mnist_real_floor(n: int = 1000, seed: int = 0, batch_size: int = 500, memori
     images, _ = load_bundled_mnist(train=False)
     order = torch.randperm(images.shape[0], generator=_generator(seed))
     _warn_if_few(n)
-    return _mnist_scores(images[order[:n]], batch_size, memorization)
+    return _mnist_scores(images[order[:n]], batch_size, memorization)[0]
 
 
 def moons_scores(samples: Tensor, seed: int = 0) -> dict:

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddpm_helpers.classifier import FEATURE_DIM, MnistClassifier, classifier_provenance, load_mnist_classifier
+from ddpm_helpers.classifier import FEATURE_DIM, MnistClassifier, classifier_provenance, classify, load_mnist_classifier
 from ddpm_helpers.data import load_bundled_mnist, make_moons
 from ddpm_helpers.metrics import (
     frechet_distance,
@@ -95,6 +95,16 @@ def test_scores_have_documented_keys_and_real_data_looks_real(real_test_digits):
     assert sum(scores["class_share"]) == pytest.approx(1.0)
     assert scores["confident"] > 0.95
     assert 0.8 < scores["train_nn_ratio"] < 1.2 and scores["train_copy_share"] < 0.05
+
+
+def test_return_probs_gives_the_classifier_softmax_behind_the_scores(real_test_digits):
+    images = real_test_digits[0]
+    scores = mnist_scores(images, memorization=False, return_probs=True)
+    _, probs = classify(load_mnist_classifier(), images)
+    assert torch.equal(scores["probs"], probs)
+    shares = torch.bincount(probs.argmax(dim=1), minlength=10).double() / len(images)
+    assert scores["class_share"] == shares.tolist()
+    assert "probs" not in mnist_scores(images, memorization=False)
 
 
 def test_memorized_training_digits_are_flagged():
