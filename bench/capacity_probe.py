@@ -12,7 +12,7 @@ Writes bench/results/capacity_probe_<variant>.json.
 from __future__ import annotations
 
 import argparse
-import time
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +53,8 @@ class MiddleWithAttention(nn.Module):
         return self.attention(self.block(h, temb))
 
 
-def grown(variant: str) -> nn.Module:
-    shipped, _ = load_pretrained("mnist_unet")
+def grown(shipped: nn.Module, variant: str) -> nn.Module:
+    """A model that computes what `shipped` computes, with more capacity (`shipped` is modified for attention)."""
     if variant == "blocks2":
         model = UNet(channels=shipped.config["channels"], blocks=2)
         new = [k for k in model.state_dict() if k not in shipped.state_dict()]
@@ -74,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(2)                                         # the new blocks' random first layers
-    model, (shipped, schedule) = grown(args.variant), load_pretrained("mnist_unet")
+    shipped, schedule = load_pretrained("mnist_unet")
+    model = grown(copy.deepcopy(shipped), args.variant)
     x_T = torch.randn((args.n, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     check = torch.Generator().manual_seed(3)
     x_check, t = torch.randn((64, 1, 28, 28), generator=check), torch.randint(0, schedule.T, (64,), generator=check)

@@ -59,15 +59,15 @@ def main() -> None:
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:   # also warms oneDNN up
         model(torch.zeros(shape), torch.zeros(args.n, dtype=torch.long))
     forward_flop = counter.get_total_flops()
-    runs = {
-        "ddim_50": time_sampler(lambda g: ddim_sample(model, shape, schedule, steps=50, generator=g,
-                                                      progress=False), args.repeats),
-        "ancestral_1000": time_sampler(lambda g: ancestral_sample(model, shape, schedule, generator=g,
-                                                                  progress=False), args.ancestral_repeats),
+    samplers = {  # name: (network calls, sampler, repeats)
+        "ddim_50": (50, lambda g: ddim_sample(model, shape, schedule, steps=50, generator=g, progress=False),
+                    args.repeats),
+        "ancestral_1000": (1000, lambda g: ancestral_sample(model, shape, schedule, generator=g, progress=False),
+                           args.ancestral_repeats),
     }
-    network_calls = {"ddim_50": 50, "ancestral_1000": 1000}
+    runs = {name: time_sampler(sample, repeats) for name, (_, sample, repeats) in samplers.items()}
     rows = [dict(sampler=name, n=args.n, median_s=statistics.median(t), min_s=min(t), max_s=max(t),
-                 repeats=len(t), gflop_per_s=forward_flop * network_calls[name] / statistics.median(t) / 1e9)
+                 repeats=len(t), gflop_per_s=forward_flop * samplers[name][0] / statistics.median(t) / 1e9)
             for name, t in runs.items()]
     shares = operator_shares(model, shape)
     print(f"one forward of {args.n} digits: {forward_flop / 1e9:.1f} GFLOP; self CPU time: "
