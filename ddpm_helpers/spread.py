@@ -27,17 +27,20 @@ from .metrics import MNIST_FLOOR_MAX, _check_images, _generator, feature_statist
 JACKKNIFE_GROUPS = 20
 
 
-def mnist_fd_spread(samples: Tensor, groups: int = JACKKNIFE_GROUPS, batch_size: int = 500) -> dict:
+def mnist_fd_spread(samples: Tensor, groups: int = JACKKNIFE_GROUPS, batch_size: int = 500,
+                    return_probs: bool = False) -> dict:
     """The Fréchet distance of (N, 1, 28, 28) samples in [-1, 1], exactly as `mnist_scores` computes it,
     with its standard deviation by the grouped jackknife: {"n", "fd", "fd_sd", "groups"}.
 
     Sample i goes to group i % groups; the classifier runs once, only the statistics are recomputed.
+    `return_probs=True` adds "probs", the classifier's (N, 10) softmax from that one run, so that a
+    caller who also needs each sample's class (e.g. "is it the requested digit?") classifies only once.
     """
     _check_images(samples)
     n = samples.shape[0]
     if isinstance(groups, bool) or not isinstance(groups, int) or not 2 <= groups <= n:
         raise ValueError(f"groups must be an int in [2, {n}] (the number of samples), got {groups!r}; 20 is usual.")
-    features, _ = classify(load_mnist_classifier().to(samples.device), samples, batch_size)
+    features, probs = classify(load_mnist_classifier().to(samples.device), samples, batch_size)
     reference = _asset()["reference"]
 
     def fd(h: Tensor) -> float:
@@ -46,7 +49,8 @@ def mnist_fd_spread(samples: Tensor, groups: int = JACKKNIFE_GROUPS, batch_size:
     group = torch.arange(n) % groups
     left_out = torch.tensor([fd(features[group != j]) for j in range(groups)], dtype=torch.float64)
     sd = math.sqrt((groups - 1) / groups * float((left_out - left_out.mean()).square().sum()))
-    return {"n": n, "fd": fd(features), "fd_sd": sd, "groups": groups}
+    result = {"n": n, "fd": fd(features), "fd_sd": sd, "groups": groups}
+    return {**result, "probs": probs} if return_probs else result
 
 
 def mnist_real_floor_spread(n: int = 1000, seed: int = 0, groups: int = JACKKNIFE_GROUPS) -> dict:

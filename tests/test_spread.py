@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from ddpm_helpers.classifier import classify, load_mnist_classifier
 from ddpm_helpers.data import load_bundled_mnist
 from ddpm_helpers.metrics import mnist_real_floor, mnist_scores
 from ddpm_helpers.spread import mnist_fd_spread, mnist_real_floor_spread
@@ -26,6 +27,14 @@ def test_fd_is_the_one_of_mnist_scores_and_sd_is_the_grouped_jackknife(digits):
     mean = sum(left_out) / 4
     want = math.sqrt(3 / 4 * sum((d - mean) ** 2 for d in left_out))
     assert want > 0 and got["fd_sd"] == pytest.approx(want, rel=1e-6)
+
+
+def test_return_probs_gives_the_softmax_of_the_one_classifier_run(digits):
+    got = mnist_fd_spread(digits, groups=4, return_probs=True)
+    _, probs = classify(load_mnist_classifier(), digits)
+    assert torch.equal(got["probs"], probs)
+    assert got["fd"] == mnist_fd_spread(digits, groups=4)["fd"]
+    assert "probs" not in mnist_fd_spread(digits, groups=4)
 
 
 def test_floor_spread_scores_the_digits_of_mnist_real_floor():
