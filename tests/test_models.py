@@ -137,6 +137,30 @@ def test_unet_rejects_bad_input_and_config():
         UNet(channels=(8, -16))
 
 
+def test_patch_2_is_a_unet_on_unshuffled_pixels_with_four_times_the_channels():
+    torch.manual_seed(0)
+    patched = _randomise(UNet(channels=(8, 16), groups=4, patch=2))
+    torch.manual_seed(0)
+    inner = UNet(channels=(8, 16), groups=4, in_channels=4)
+    inner.load_state_dict(patched.state_dict())            # the same parameters, name for name
+    x_t, t = torch.randn(3, 1, 28, 28), torch.tensor([0, 500, 999])
+    want = torch.nn.functional.pixel_shuffle(inner(torch.nn.functional.pixel_unshuffle(x_t, 2), t), 2)
+    torch.testing.assert_close(patched(x_t, t), want, rtol=0, atol=0)
+    # pixel (2i + a, 2j + b) is channel 2a + b at (i, j): the unshuffle loses nothing and mixes no images
+    assert torch.equal(torch.nn.functional.pixel_unshuffle(x_t, 2)[1, 3, 5, 6], x_t[1, 0, 11, 13])
+    assert patched.config["patch"] == 2 and UNet(**patched.config).config == patched.config
+    assert "patch" not in UNet(channels=(8, 16), groups=4).config    # files without the key are patch=1
+
+
+def test_patch_halves_the_resolution_of_every_level_and_names_the_fix_when_28_does_not_fit():
+    model = UNet(channels=(8, 16), groups=4, patch=2)
+    assert model.in_conv.in_channels == 4 and model.out_conv.out_channels == 4
+    with pytest.raises(ValueError, match=r"divisible by 8 .*28x28 MNIST needs fewer levels, e\.g\. UNet\(channels=\(32, 64\), patch=2\)"):
+        UNet(channels=(8, 16, 16), groups=4, patch=2)(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"patch must be an int >= 1, got 0"):
+        UNet(patch=0)
+
+
 # ---- class-conditional models (num_classes; notebook 07) -----------------------------------------
 
 def _randomise(model, std=0.05):

@@ -9,6 +9,14 @@ Shape of the network (c1, c2, c3 = channels; every arrow a residual block that a
 Down-sampling is a stride-2 3x3 convolution, up-sampling is nearest-neighbour x2 followed by a
 3x3 convolution; skips are concatenated (Ronneberger et al. 2015; Ho et al. 2020, appendix B,
 without attention, which costs more than it gives at this size on a CPU).
+
+patch=p folds every p x p square of pixels into p*p channels before the in-conv (pixel unshuffle,
+Shi et al. 2016) and unfolds the out-conv's p*p channels back into pixels: the levels then run at
+28/p, 28/(2p), ... pixels, p*p times fewer positions per convolution ("simple diffusion",
+Hoogeboom et al. 2023, down-samples its first layer the same way). With patch=2 and channels=(c1, c2):
+
+    28x28 -> unshuffle -> 4x14x14: in-conv -> c1 ─────────────── skip ─────────→ c1 -> out-conv -> shuffle -> 28x28
+     7x7:                                       ↓ c2 -> middle -> c2 ── skip ──→ c2 ↑
 """
 from __future__ import annotations
 
@@ -48,6 +56,8 @@ class UNet(nn.Module):
     channels: widths (c1, c2, c3) at 28, 14 and 7 pixels; blocks: residual blocks per level on the
     way down (the way up has one more, which takes the skip); time_dim: width of the time
     embedding MLP (default 4 * c1); groups: GroupNorm groups (must divide every width).
+    patch: 1 (default) or p > 1, the side of the pixel squares folded into channels (module
+    docstring); the first level then runs at 28 / p pixels, e.g. UNet(channels=(32, 64), patch=2).
     num_classes: None (default) for eps(x_t, t); an int makes it class-conditional, eps(x_t, t, labels),
     with a learned label embedding (zero at the start, see LabelEmbedding) added to the time
     embedding and one extra null label for "no condition" (classifier-free guidance).
@@ -55,18 +65,21 @@ class UNet(nn.Module):
     """
 
     def __init__(self, channels=(32, 64, 64), blocks: int = 1, time_dim: int | None = None,
-                 groups: int = 8, in_channels: int = 1, dropout: float = 0.0, num_classes: int | None = None):
+                 groups: int = 8, in_channels: int = 1, dropout: float = 0.0, num_classes: int | None = None,
+                 patch: int = 1):
         super().__init__()
-        channels = _check_config(channels, blocks, groups, in_channels, dropout)
+        channels = _check_config(channels, blocks, groups, in_channels, dropout, patch)
         time_dim = 4 * channels[0] if time_dim is None else time_dim
         self.config = dict(channels=channels, blocks=blocks, time_dim=time_dim, groups=groups,
                            in_channels=in_channels, dropout=dropout)
         if num_classes is not None:                # absent otherwise: shipped unconditional files keep loading
             self.config["num_classes"] = num_classes
-        self.in_channels, self.num_classes = in_channels, num_classes
+        if patch != 1:                             # the same: files without the key are patch=1 networks
+            self.config["patch"] = patch
+        self.in_channels, self.num_classes, self.patch = in_channels, num_classes, patch
         self.time_mlp = nn.Sequential(SinusoidalEmbedding(channels[0]), nn.Linear(channels[0], time_dim),
                                       nn.SiLU(), nn.Linear(time_dim, time_dim))
-        self.in_conv = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.in_conv = nn.Conv2d(in_channels * patch ** 2, channels[0], 3, padding=1)
 
         def block(i, o):
             return ResidualBlock(i, o, time_dim, groups, dropout)
@@ -89,7 +102,7 @@ class UNet(nn.Module):
                 width = channels[level - 1]
                 self.upsample.append(nn.Conv2d(c, width, 3, padding=1))
         self.out_norm = nn.GroupNorm(groups, channels[0])
-        self.out_conv = nn.Conv2d(channels[0], in_channels, 3, padding=1)
+        self.out_conv = nn.Conv2d(channels[0], in_channels * patch ** 2, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)      # predict eps = 0 at the start
         nn.init.zeros_(self.out_conv.bias)
         # built last, so that the other weights are those of UNet(...) without labels from the same seed
@@ -107,6 +120,8 @@ class UNet(nn.Module):
         elif labels is not None:
             raise ValueError("this UNet is unconditional (built without num_classes) but got labels; "
                              "build UNet(..., num_classes=10) and train it with labels, or drop the labels")
+        if self.patch > 1:                        # (B, C, H, W) -> (B, C * p * p, H / p, W / p)
+            x_t = F.pixel_unshuffle(x_t, self.patch).contiguous(memory_format=torch.channels_last)
         h, skips = self.in_conv(x_t), []
         for level, blocks in enumerate(self.down):
             for blk in blocks:
@@ -121,27 +136,31 @@ class UNet(nn.Module):
                 h = blk(h, temb)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.out_conv(F.silu(self.out_norm(h)))
+        out = self.out_conv(F.silu(self.out_norm(h)))
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
     def num_parameters(self) -> int:
         """The number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def _check_input(self, x_t: Tensor) -> None:
-        factor = 2 ** (len(self.down) - 1)
+        factor = self.patch * 2 ** (len(self.down) - 1)
         if x_t.ndim != 4 or x_t.shape[1] != self.in_channels or x_t.shape[2] % factor or x_t.shape[3] % factor:
+            fix = "" if 28 % factor == 0 else (
+                f"; this network halves {len(self.down) - 1} times after patch={self.patch}, so 28x28 MNIST "
+                "needs fewer levels, e.g. UNet(channels=(32, 64), patch=2)")
             raise ValueError(
                 f"x_t must have shape (B, {self.in_channels}, H, W) with H and W divisible by {factor} "
-                f"(e.g. (B, 1, 28, 28) for MNIST), got {tuple(x_t.shape)}"
+                f"(e.g. (B, 1, 28, 28) for MNIST), got {tuple(x_t.shape)}{fix}"
             )
 
 
-def _check_config(channels, blocks, groups, in_channels, dropout) -> tuple[int, ...]:
+def _check_config(channels, blocks, groups, in_channels, dropout, patch) -> tuple[int, ...]:
     if not isinstance(channels, (tuple, list)) or not channels or not all(
         isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels
     ):
         raise ValueError(f"channels must be a tuple of positive ints, one per resolution, got {channels!r}")
-    for name, value in (("blocks", blocks), ("groups", groups), ("in_channels", in_channels)):
+    for name, value in (("blocks", blocks), ("groups", groups), ("in_channels", in_channels), ("patch", patch)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if any(c % groups for c in channels):
