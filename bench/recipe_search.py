@@ -10,7 +10,10 @@ from scratch in 5 CPU-minutes"). Every recipe gets the same compute, not the sam
 on 1 thread, in CPU time (time.process_time: what the step costs, unaffected by other programs on a
 shared machine), and divides it by the 2-thread speed-up measured on the idle machine by
 bench/train_throughput.py (results/train_throughput_32_64_64_t1.json / _t2.json: 1.72x) to get
-the step time on 2 threads; it writes bench/results/recipe_throughput.json. A recipe's budget is
+the step time on 2 threads; it writes bench/results/recipe_throughput.json (`--missing` times only
+the architectures it lacks, side by side with the base recipe's, and scales them by the ratio of the
+base's stored time to its time in this run, so that a slower or busier day does not change budgets).
+A recipe's budget is
 the number of optimizer steps it does in --minutes (5) at that rate. `run` trains with that step budget (on 1 thread, so
 that two runs can share the 2 cores without changing what they learn; wall time does not enter),
 draws 1,000 DDIM-50 (eta = 0) samples from one seeded x_T with the EMA weights (and with every
@@ -42,6 +45,7 @@ THROUGHPUT = RESULTS / "recipe_throughput.json"
 
 # The old default of `python -m ddpm_helpers.train mnist` and the candidates, each one change away
 # from "base" (the issue's probe recipe plus min-SNR-5), so that the ranking says what each change does.
+# base was the first winner; base_p2_32_64 (the U-Net on folded 2x2 pixel squares) is the current default.
 OLD = dict(channels=(32, 64, 64), blocks=1, batch_size=128, lr=2e-3, warmup=200, lr_decay="cosine",
            ema_decay=0.999, timesteps="stratified", loss_weighting="none", schedule="linear")
 BASE = dict(channels=(16, 32, 64), blocks=1, batch_size=64, lr=3e-3, warmup=100, lr_decay="cosine",
@@ -62,11 +66,24 @@ RECIPES = {
     "base_c8": dict(BASE, channels=(8, 16, 32)),
     "base_cosine_schedule": dict(BASE, schedule="cosine"),
     "base_stratified": dict(BASE, timesteps="stratified"),
+    # pixel unshuffle: the U-Net runs on 2x2 squares of pixels folded into 4 channels (UNet(patch=2)),
+    # at 14 and 7 pixels, so that wider levels cost fewer FLOPs than UNet(16, 32, 64) at 28, 14 and 7
+    "base_p2_32_64": dict(BASE, channels=(32, 64), patch=2, extra_emas=[0.995]),
+    "base_p2_16_32": dict(BASE, channels=(16, 32), patch=2, extra_emas=[0.995, 0.999]),
+    "base_p2_32_64_b32": dict(BASE, channels=(32, 64), patch=2, batch_size=32),
+    "base_p2_32_64_x2": dict(BASE, channels=(32, 64), patch=2, blocks=2),
+    "base_p2_48_96": dict(BASE, channels=(48, 96), patch=2),
 }
 
 
 def arch_key(recipe: dict) -> str:
-    return f"{','.join(map(str, recipe['channels']))}/b{recipe['blocks']}/batch{recipe['batch_size']}"
+    patch = recipe.get("patch", 1)
+    return (f"{','.join(map(str, recipe['channels']))}/b{recipe['blocks']}/batch{recipe['batch_size']}"
+            + (f"/p{patch}" if patch != 1 else ""))
+
+
+def build(recipe: dict) -> UNet:
+    return UNet(channels=recipe["channels"], blocks=recipe["blocks"], patch=recipe.get("patch", 1))
 
 
 def two_thread_speedup() -> float:
@@ -80,11 +97,14 @@ def measure_throughput(args) -> None:
     speedup = two_thread_speedup()
     schedule = NoiseSchedule.linear(T=1000)
     weights = loss_weights(schedule, "min_snr")
-    rows = json.loads(THROUGHPUT.read_text())["rows"] if THROUGHPUT.exists() and args.missing else {}
-    for key in sorted({arch_key(r) for r in RECIPES.values()} - set(rows)):
+    stored = json.loads(THROUGHPUT.read_text()) if THROUGHPUT.exists() and args.missing else {"rows": {}}
+    rows, reference = stored["rows"], arch_key(BASE)
+    keys = sorted({arch_key(r) for r in RECIPES.values()} - set(rows))
+    timed = {}
+    for key in keys + ([reference] if keys and reference in rows else []):
         recipe = next(r for r in RECIPES.values() if arch_key(r) == key)
         torch.manual_seed(0)
-        model = UNet(channels=recipe["channels"], blocks=recipe["blocks"])
+        model = build(recipe)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x0 = torch.rand(recipe["batch_size"], 1, 28, 28) * 2 - 1
         times = []
@@ -96,12 +116,22 @@ def measure_throughput(args) -> None:
             loss.backward()
             optimizer.step()
             times.append(time.process_time() - start)
-        cpu_s = statistics.median(times[2:])
-        rows[key] = dict(cpu_s_1_thread=cpu_s, step_s=cpu_s / speedup, images_per_s=recipe["batch_size"] * speedup / cpu_s)
-        print(f"{key}: {cpu_s:.3f} CPU-s/step on 1 thread -> {rows[key]['step_s']:.3f} s/step, "
-              f"{rows[key]['images_per_s']:.0f} images/s on 2 threads", flush=True)
-    write_result("recipe_throughput", dict(machine=machine(), timed="CPU time on 1 thread / 2-thread speed-up",
-                                           two_thread_speedup=speedup, repeats=args.repeats, rows=rows))
+        timed[key] = statistics.median(times[2:])
+        print(f"{key}: {timed[key]:.3f} CPU-s/step on 1 thread", flush=True)
+    scale = rows[reference]["cpu_s_1_thread"] / timed.pop(reference) if reference in timed else 1.0
+    for key, raw in timed.items():
+        batch = next(r for r in RECIPES.values() if arch_key(r) == key)["batch_size"]
+        cpu_s = raw * scale
+        rows[key] = dict(cpu_s_1_thread=cpu_s, step_s=cpu_s / speedup, images_per_s=batch * speedup / cpu_s,
+                         **({} if scale == 1.0 else dict(measured_cpu_s=raw, scaled_by=scale)))
+        print(f"{key}: {cpu_s:.3f} CPU-s/step (x {scale:.3f}, the base's stored / today's time) -> "
+              f"{rows[key]['step_s']:.3f} s/step, {rows[key]['images_per_s']:.0f} images/s on 2 threads", flush=True)
+    result = dict(stored, machine=stored.get("machine", machine()), timed="CPU time on 1 thread / 2-thread speed-up",
+                  two_thread_speedup=speedup, repeats=args.repeats, rows=rows)
+    if scale != 1.0:
+        result.setdefault("added", []).append(dict(machine=machine(), rows=list(timed), reference=reference,
+                                                   scale=scale))
+    write_result("recipe_throughput", result)
 
 
 def budget_steps(recipe: dict, minutes: float) -> int:
@@ -144,9 +174,9 @@ def run(args) -> None:
     data, _ = load_mnist(train=True, root=args.data_root)
     schedule = getattr(NoiseSchedule, recipe["schedule"])(T=1000)
     torch.manual_seed(args.seed)
-    model = UNet(channels=recipe["channels"], blocks=recipe["blocks"])
+    model = build(recipe)
     extras = [ExtraEMA(model, kind) for kind in recipe.get("extra_emas", [])] if args.minutes == RANKED_MINUTES else []
-    settings = {k: v for k, v in recipe.items() if k not in ("channels", "blocks", "schedule", "extra_emas")}
+    settings = {k: v for k, v in recipe.items() if k not in ("channels", "blocks", "patch", "schedule", "extra_emas")}
     start = time.perf_counter()
     result = train(model, data, schedule, steps=steps, generator=torch.Generator().manual_seed(args.seed),
                    device="cpu", num_threads=1, progress=not args.no_progress,
@@ -187,13 +217,14 @@ def report(args) -> None:
     print("5 minutes on 2 threads (steps from recipe_throughput.json); seeds < 2 is a single run:")
     print(table(rows, list(rows[0])))
     curve = []
-    for name in ("old_default", "base"):
+    for name in ("old_default", "base", "base_p2_32_64"):
         by_minutes = {}
         for r in runs:
             if r["name"] == name:
                 by_minutes.setdefault(r["minutes_equivalent"], []).append((r, r["scores"][f"ema{r['recipe']['ema_decay']}"]))
         curve += [dict(minutes=m, **summary(name, items)) for m, items in sorted(by_minutes.items())]
-    print("quality against minutes, the old default (MNIST_2025) and the new one (base):")
+    print("quality against minutes: the old default (MNIST_2025), the first default of this search (base) "
+          "and the current one (base_p2_32_64, RECIPES['mnist'] of ddpm_helpers.train):")
     print(table(curve, list(curve[0])))
     throughput = json.loads(THROUGHPUT.read_text())
     write_result("recipe_search", dict(minutes=5, n=main_runs[0]["n"], floor_fd=main_runs[0]["floor_fd"],
