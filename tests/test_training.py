@@ -194,6 +194,11 @@ def test_cli_trains_a_tiny_mnist_unet_on_the_bundled_subset(tmp_path, monkeypatc
     model, _ = load_checkpoint(tmp_path / "u.pt")
     assert type(model) is UNet and model.config["channels"] == (8, 8, 8)
     assert model.provenance["data"].startswith("MNIST train, 24000 images")
+    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8", "--patch", "2", "--out",
+          str(tmp_path / "p.pt"), "--no-progress"])
+    patched, _ = load_checkpoint(tmp_path / "p.pt")
+    assert patched.config["patch"] == 2 and patched.in_conv.in_channels == 4
+    assert "--patch=2" in patched.provenance["explicit_command"]
 
 
 # ---- class-conditional training (labels, label dropout; notebook 07) ----------------------------
