@@ -189,8 +189,8 @@ def test_cli_trains_a_tiny_mnist_unet_on_the_bundled_subset(tmp_path, monkeypatc
     from ddpm_helpers.data import load_bundled_mnist
 
     monkeypatch.setattr("ddpm_helpers.train.load_mnist", lambda train, root: load_bundled_mnist(train))
-    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8,8", "--out", str(tmp_path / "u.pt"),
-          "--no-progress"])
+    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8,8", "--patch", "1",
+          "--out", str(tmp_path / "u.pt"), "--no-progress"])
     model, _ = load_checkpoint(tmp_path / "u.pt")
     assert type(model) is UNet and model.config["channels"] == (8, 8, 8)
     assert model.provenance["data"].startswith("MNIST train, 24000 images")
@@ -199,6 +199,8 @@ def test_cli_trains_a_tiny_mnist_unet_on_the_bundled_subset(tmp_path, monkeypatc
     patched, _ = load_checkpoint(tmp_path / "p.pt")
     assert patched.config["patch"] == 2 and patched.in_conv.in_channels == 4
     assert "--patch=2" in patched.provenance["explicit_command"]
+    with pytest.raises(SystemExit, match=r"--channels 8,8,8 has 3 levels.*pass --patch 1"):
+        main(["mnist", "--steps", "1", "--channels", "8,8,8", "--out", str(tmp_path / "x.pt"), "--no-progress"])
 
 
 # ---- class-conditional training (labels, label dropout; notebook 07) ----------------------------
