@@ -99,10 +99,11 @@ def measure_throughput(args) -> None:
     weights = loss_weights(schedule, "min_snr")
     stored = json.loads(THROUGHPUT.read_text()) if THROUGHPUT.exists() and args.missing else {"rows": {}}
     rows, reference = stored["rows"], arch_key(BASE)
-    keys = sorted({arch_key(r) for r in RECIPES.values()} - set(rows))
+    by_key = {arch_key(r): r for r in RECIPES.values()}      # one recipe per architecture x batch
+    keys = sorted(set(by_key) - set(rows))
     timed = {}
     for key in keys + ([reference] if keys and reference in rows else []):
-        recipe = next(r for r in RECIPES.values() if arch_key(r) == key)
+        recipe = by_key[key]
         torch.manual_seed(0)
         model = build(recipe)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -120,9 +121,9 @@ def measure_throughput(args) -> None:
         print(f"{key}: {timed[key]:.3f} CPU-s/step on 1 thread", flush=True)
     scale = rows[reference]["cpu_s_1_thread"] / timed.pop(reference) if reference in timed else 1.0
     for key, raw in timed.items():
-        batch = next(r for r in RECIPES.values() if arch_key(r) == key)["batch_size"]
         cpu_s = raw * scale
-        rows[key] = dict(cpu_s_1_thread=cpu_s, step_s=cpu_s / speedup, images_per_s=batch * speedup / cpu_s,
+        rows[key] = dict(cpu_s_1_thread=cpu_s, step_s=cpu_s / speedup,
+                         images_per_s=by_key[key]["batch_size"] * speedup / cpu_s,
                          **({} if scale == 1.0 else dict(measured_cpu_s=raw, scaled_by=scale)))
         print(f"{key}: {cpu_s:.3f} CPU-s/step (x {scale:.3f}, the base's stored / today's time) -> "
               f"{rows[key]['step_s']:.3f} s/step, {rows[key]['images_per_s']:.0f} images/s on 2 threads", flush=True)

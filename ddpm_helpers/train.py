@@ -120,13 +120,13 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         data, labels = load_mnist(train=True, root=args.data_root)
         channels = tuple(int(c) for c in args.channels.split(","))
-        if 28 % (args.patch * 2 ** (len(channels) - 1)):
+        model = UNet(channels=channels, blocks=args.blocks, patch=args.patch,
+                     num_classes=10 if args.conditional else None)
+        if 28 % model.size_multiple:
             raise SystemExit(
                 f"--channels {args.channels} has {len(channels)} levels, which do not fit 28x28 MNIST with "
                 f"--patch {args.patch}: pass --patch 1 for three widths (the shipped UNet(32, 64, 64), whose recorded "
                 f"commands predate --patch) or two widths with --patch 2 (the default, e.g. --channels 32,64)")
-        model = UNet(channels=channels, blocks=args.blocks, patch=args.patch,
-                     num_classes=10 if args.conditional else None)
         described = f"MNIST train, {data.shape[0]} images" + (" (full)" if data.shape[0] == 60_000 else "")
     schedule = getattr(NoiseSchedule, args.schedule)(T=1000)
     earlier, init_note = _initialize(model, schedule, args.init) if args.init else (None, None)

@@ -77,6 +77,7 @@ class UNet(nn.Module):
         if patch != 1:                             # the same: files without the key are patch=1 networks
             self.config["patch"] = patch
         self.in_channels, self.num_classes, self.patch = in_channels, num_classes, patch
+        self.size_multiple = patch * 2 ** (len(channels) - 1)   # H and W must be multiples of it
         self.time_mlp = nn.Sequential(SinusoidalEmbedding(channels[0]), nn.Linear(channels[0], time_dim),
                                       nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.in_conv = nn.Conv2d(in_channels * patch ** 2, channels[0], 3, padding=1)
@@ -144,7 +145,7 @@ class UNet(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def _check_input(self, x_t: Tensor) -> None:
-        factor = self.patch * 2 ** (len(self.down) - 1)
+        factor = self.size_multiple
         if x_t.ndim != 4 or x_t.shape[1] != self.in_channels or x_t.shape[2] % factor or x_t.shape[3] % factor:
             fix = "" if 28 % factor == 0 else (
                 f"; this network halves {len(self.down) - 1} times after patch={self.patch}, so 28x28 MNIST "
