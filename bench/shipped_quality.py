@@ -1,12 +1,15 @@
 """Sample quality of the shipped weights for several samplers, against the real floor at the same N.
 
     python bench/shipped_quality.py [mnist] [moons] [--n 1000] [--threads 2] [--ancestral] [--checkpoint PATH]
+                                    [--etas 0,1] [--no-clip] [--result NAME]
 mnist: the U-Net draws --n digits per sampler from one x_T (seed --seed), scored by
 ddpm_helpers.metrics.mnist_scores next to mnist_real_floor; samples are clamped to [-1, 1] first (the
 metrics reject values outside). --ancestral adds 1000-step ancestral sampling (about 20 minutes for
 1,000 digits on 2 cores). moons: the MLP draws 1,000 points per sampler and seed (3 seeds), W2 next
 to moons_real_floor. Writes bench/results/shipped_quality_<name>.json. --checkpoint scores a candidate
-MNIST file instead of the shipped one (results then go to candidate_quality_mnist.json).
+MNIST file instead of the shipped one (results then go to candidate_quality_mnist.json, or NAME.json with
+--result NAME, so that several candidates keep their own files); --etas and --no-clip score fewer DDIM
+settings (each costs 50 forwards of --n digits).
 """
 from __future__ import annotations
 
@@ -25,10 +28,12 @@ DDIM_SETTINGS = [dict(eta=0.0, clip_x0=False), dict(eta=0.0, clip_x0=True), dict
                  dict(eta=1.0, clip_x0=False), dict(eta=1.0, clip_x0=True)]
 
 
-def samplers(model, schedule, shape, steps, x_T, ancestral: bool) -> dict:
+def samplers(model, schedule, shape, steps, x_T, ancestral: bool, etas=None, clip: bool = True) -> dict:
+    """The DDIM settings to score (those with eta in `etas`, if given; without clip_x0 unless `clip`)."""
+    settings = [s for s in DDIM_SETTINGS if (etas is None or s["eta"] in etas) and (clip or not s["clip_x0"])]
     runs = {f"ddim{steps} eta={s['eta']:g}{' clip' if s['clip_x0'] else ''}":
             (lambda g, s=s: ddim_sample(model, shape, schedule, steps=steps, generator=g, progress=False,
-                                        x_T=x_T, **s)) for s in DDIM_SETTINGS}
+                                        x_T=x_T, **s)) for s in settings}
     if ancestral:
         runs["ancestral1000"] = lambda g: ancestral_sample(model, shape, schedule, generator=g, x_T=x_T,
                                                            progress=len(shape) == 4)
@@ -48,7 +53,8 @@ def run_mnist(args) -> None:
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
     floor = mnist_real_floor(args.n, seed=args.seed)
     rows = []
-    for name, sample in samplers(model, schedule, shape, args.steps, x_T, args.ancestral).items():
+    for name, sample in samplers(model, schedule, shape, args.steps, x_T, args.ancestral, args.etas,
+                                 not args.no_clip).items():
         x0, seconds = timed(sample, args.seed + 1)
         scores = mnist_scores(x0.clamp(-1, 1))
         rows.append(dict(sampler=name, fd=scores["fd"], fd_ratio=scores["fd"] / floor["fd"],
@@ -58,7 +64,7 @@ def run_mnist(args) -> None:
         print(table(rows[-1:], list(rows[-1])), flush=True)
     print(f"real floor at N = {args.n}: fd {floor['fd']:.2f}, confident {floor['confident']:.3f}")
     print(table(rows, list(rows[0])))
-    name = "candidate_quality_mnist" if args.checkpoint else "shipped_quality_mnist"
+    name = args.result or ("candidate_quality_mnist" if args.checkpoint else "shipped_quality_mnist")
     write_result(name, dict(machine=machine(), provenance=model.provenance, n=args.n, steps=args.steps,
                             seed=args.seed, floor=floor, rows=rows))
 
@@ -93,7 +99,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ancestral", action="store_true", help="MNIST: add ancestral-1000 (slow)")
     parser.add_argument("--checkpoint", default=None, help="MNIST: score this file instead of the shipped one")
+    parser.add_argument("--etas", type=lambda v: [float(e) for e in v.split(",")], default=None,
+                        help="MNIST: score only the DDIM settings with these etas, e.g. 0,1 (default: 0, 0.5, 1)")
+    parser.add_argument("--no-clip", action="store_true", help="MNIST: skip the settings that clip x0_pred")
+    parser.add_argument("--result", default=None,
+                        help="MNIST results file name, without .json (default: shipped_quality_mnist, or "
+                             "candidate_quality_mnist with --checkpoint)")
     args = parser.parse_args()
+    known = sorted({s["eta"] for s in DDIM_SETTINGS})
+    if args.etas is not None and not set(args.etas) <= set(known):
+        parser.error(f"--etas must be drawn from {known}, got {args.etas}")
     torch.set_num_threads(args.threads)
     if "moons" in args.models:
         run_moons(args)
