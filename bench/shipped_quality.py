@@ -28,6 +28,18 @@ DDIM_SETTINGS = [dict(eta=0.0, clip_x0=False), dict(eta=0.0, clip_x0=True), dict
                  dict(eta=1.0, clip_x0=False), dict(eta=1.0, clip_x0=True)]
 
 
+def eta_list(text: str) -> list[float]:
+    """--etas: a comma-separated list of etas that DDIM_SETTINGS has, e.g. "0,1"."""
+    known = sorted({s["eta"] for s in DDIM_SETTINGS})
+    try:
+        etas = [float(e) for e in text.split(",")]
+    except ValueError:
+        etas = None
+    if etas is None or not set(etas) <= set(known):
+        raise argparse.ArgumentTypeError(f"give a comma-separated list drawn from {known}, got {text!r}")
+    return etas
+
+
 def samplers(model, schedule, shape, steps, x_T, ancestral: bool, etas=None, clip: bool = True) -> dict:
     """The DDIM settings to score (those with eta in `etas`, if given; without clip_x0 unless `clip`)."""
     settings = [s for s in DDIM_SETTINGS if (etas is None or s["eta"] in etas) and (clip or not s["clip_x0"])]
@@ -99,16 +111,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ancestral", action="store_true", help="MNIST: add ancestral-1000 (slow)")
     parser.add_argument("--checkpoint", default=None, help="MNIST: score this file instead of the shipped one")
-    parser.add_argument("--etas", type=lambda v: [float(e) for e in v.split(",")], default=None,
+    parser.add_argument("--etas", type=eta_list, default=None,
                         help="MNIST: score only the DDIM settings with these etas, e.g. 0,1 (default: 0, 0.5, 1)")
     parser.add_argument("--no-clip", action="store_true", help="MNIST: skip the settings that clip x0_pred")
     parser.add_argument("--result", default=None,
                         help="MNIST results file name, without .json (default: shipped_quality_mnist, or "
                              "candidate_quality_mnist with --checkpoint)")
     args = parser.parse_args()
-    known = sorted({s["eta"] for s in DDIM_SETTINGS})
-    if args.etas is not None and not set(args.etas) <= set(known):
-        parser.error(f"--etas must be drawn from {known}, got {args.etas}")
     torch.set_num_threads(args.threads)
     if "moons" in args.models:
         run_moons(args)
