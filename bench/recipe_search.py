@@ -17,8 +17,9 @@ A recipe's budget is
 the number of optimizer steps it does in --minutes (5) at that rate. `run` trains with that step budget (on 1 thread, so
 that two runs can share the 2 cores without changing what they learn; wall time does not enter),
 draws 1,000 DDIM-50 (eta = 0) samples from one seeded x_T with the EMA weights (and with every
-extra EMA the recipe lists, at 5 minutes only: the curve uses the recipe's own EMA), and scores them with ddpm_helpers.metrics against mnist_real_floor
-at the same N. One JSON per run goes to bench/results/recipe_search/; `report` aggregates them
+extra EMA the recipe lists, at 5 minutes only: the curve uses the recipe's own EMA; with --eta1 also
+DDIM-50 with eta = 1 from the same x_T, the recipe's own EMA), and scores them with ddpm_helpers.metrics
+against mnist_real_floor at the same N. One JSON per run goes to bench/results/recipe_search/; `report` aggregates them
 into bench/results/recipe_search.json.
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ OLD = dict(channels=(32, 64, 64), blocks=1, batch_size=128, lr=2e-3, warmup=200,
 BASE = dict(channels=(16, 32, 64), blocks=1, batch_size=64, lr=3e-3, warmup=100, lr_decay="cosine",
             ema_decay=0.99, timesteps="uniform", loss_weighting="min_snr", schedule="linear")
 RANKED_MINUTES = 5.0   # the budget the recipes are ranked at (the issue's target); other budgets make the curve
+ETA1 = " eta=1"         # suffix of the scores of DDIM-50 with eta = 1 (run --eta1); the others are eta = 0
 
 RECIPES = {
     "old_default": OLD,
@@ -184,13 +186,16 @@ def run(args) -> None:
                    callback=lambda step, seconds, ema: [e.update(model) for e in extras], **settings)
     train_s = time.perf_counter() - start
     torch.set_num_threads(args.threads)
-    variants = {f"ema{recipe['ema_decay']}": result.model}
-    variants.update({f"ema{e.kind}": e.model_like(result.model) for e in extras})
+    own = f"ema{recipe['ema_decay']}"
+    variants = {own: (result.model, 0.0)}
+    variants.update({f"ema{e.kind}": (e.model_like(result.model), 0.0) for e in extras})
+    if args.eta1:
+        variants[own + ETA1] = (result.model, 1.0)
     floor = mnist_real_floor(args.n, seed=0, memorization=False)
     scores = {}
-    for name, net in variants.items():
+    for name, (net, eta) in variants.items():
         with torch.inference_mode():
-            x0 = ddim_sample(net, (args.n, 1, 28, 28), schedule, steps=50,
+            x0 = ddim_sample(net, (args.n, 1, 28, 28), schedule, steps=50, eta=eta,
                              generator=torch.Generator().manual_seed(1000 + args.seed), progress=False)
         s = mnist_scores(x0.clamp(-1, 1), memorization=False)
         scores[name] = dict(fd=s["fd"], fd_ratio=s["fd"] / floor["fd"], confident=s["confident"],
@@ -211,6 +216,8 @@ def report(args) -> None:
     groups = {}
     for r in main_runs:
         for variant, s in r["scores"].items():
+            if variant.endswith(ETA1):
+                continue
             label = r["name"] if variant == f"ema{r['recipe']['ema_decay']}" else f"{r['name']} [{variant}]"
             groups.setdefault(label, []).append((r, s))
     rows = [summary(label, items) for label, items in groups.items()]
@@ -219,13 +226,17 @@ def report(args) -> None:
     print(table(rows, list(rows[0])))
     curve = []
     for name in ("old_default", "base", "base_p2_32_64"):
-        by_minutes = {}
-        for r in runs:
-            if r["name"] == name:
-                by_minutes.setdefault(r["minutes_equivalent"], []).append((r, r["scores"][f"ema{r['recipe']['ema_decay']}"]))
-        curve += [dict(minutes=m, **summary(name, items)) for m, items in sorted(by_minutes.items())]
+        for suffix in ("", ETA1):
+            by_minutes = {}
+            for r in runs:
+                own = f"ema{r['recipe']['ema_decay']}{suffix}"
+                if r["name"] == name and own in r["scores"]:
+                    by_minutes.setdefault(r["minutes_equivalent"], []).append((r, r["scores"][own]))
+            curve += [dict(minutes=m, eta=1 if suffix else 0, **summary(name, items))
+                      for m, items in sorted(by_minutes.items())]
     print("quality against minutes: the old default (MNIST_2025), the first default of this search (base) "
-          "and the current one (base_p2_32_64, RECIPES['mnist'] of ddpm_helpers.train):")
+          "and the current one (base_p2_32_64, RECIPES['mnist'] of ddpm_helpers.train), "
+          "DDIM-50 with eta = 0 and (runs with --eta1) eta = 1:")
     print(table(curve, list(curve[0])))
     throughput = json.loads(THROUGHPUT.read_text())
     write_result("recipe_search", dict(minutes=5, n=main_runs[0]["n"], floor_fd=main_runs[0]["floor_fd"],
@@ -255,6 +266,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="threads for sampling and scoring")
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--eta1", action="store_true",
+                   help="also score the recipe's own EMA with DDIM-50 eta = 1 (same x_T; the ranking stays eta = 0)")
     sub.add_parser("report")
     args = parser.parse_args()
     {"throughput": measure_throughput, "run": run, "report": report}[args.phase](args)
