@@ -4,6 +4,7 @@ from scratch in 5 CPU-minutes"). Every recipe gets the same compute, not the sam
     python bench/recipe_search.py throughput            # images/s of each architecture x batch, 2 threads
     python bench/recipe_search.py run NAME --seed S     # train NAME for its 5-minute step budget, score it
     python bench/recipe_search.py run NAME --minutes M  # the same at another budget (the quality-vs-minutes curve)
+    python bench/recipe_search.py run NAME --eta1       # also score DDIM-50 with eta = 1 (the ranking stays eta = 0)
     python bench/recipe_search.py report                # rank by median FD / real floor over seeds, and the curve
 
 `throughput` times a training step of every (channels, blocks, batch) side by side in one process
