@@ -85,6 +85,11 @@ def arch_key(recipe: dict) -> str:
             + (f"/p{patch}" if patch != 1 else ""))
 
 
+def own_ema(recipe: dict) -> str:
+    """The key of the scores of the recipe's own EMA with DDIM-50 eta = 0 (+ ETA1: with eta = 1)."""
+    return f"ema{recipe['ema_decay']}"
+
+
 def build(recipe: dict) -> UNet:
     return UNet(channels=recipe["channels"], blocks=recipe["blocks"], patch=recipe.get("patch", 1))
 
@@ -187,7 +192,7 @@ def run(args) -> None:
                    callback=lambda step, seconds, ema: [e.update(model) for e in extras], **settings)
     train_s = time.perf_counter() - start
     torch.set_num_threads(args.threads)
-    own = f"ema{recipe['ema_decay']}"
+    own = own_ema(recipe)
     variants = {own: (result.model, 0.0)}
     variants.update({f"ema{e.kind}": (e.model_like(result.model), 0.0) for e in extras})
     if args.eta1:
@@ -219,7 +224,7 @@ def report(args) -> None:
         for variant, s in r["scores"].items():
             if variant.endswith(ETA1):
                 continue
-            label = r["name"] if variant == f"ema{r['recipe']['ema_decay']}" else f"{r['name']} [{variant}]"
+            label = r["name"] if variant == own_ema(r["recipe"]) else f"{r['name']} [{variant}]"
             groups.setdefault(label, []).append((r, s))
     rows = [summary(label, items) for label, items in groups.items()]
     rows.sort(key=lambda r: r["fd_ratio_median"])
@@ -230,7 +235,7 @@ def report(args) -> None:
         for suffix in ("", ETA1):
             by_minutes = {}
             for r in runs:
-                own = f"ema{r['recipe']['ema_decay']}{suffix}"
+                own = own_ema(r["recipe"]) + suffix
                 if r["name"] == name and own in r["scores"]:
                     by_minutes.setdefault(r["minutes_equivalent"], []).append((r, r["scores"][own]))
             curve += [dict(minutes=m, eta=1 if suffix else 0, **summary(name, items))
