@@ -21,16 +21,19 @@ draws 1,000 DDIM-50 (eta = 0) samples from one seeded x_T with the EMA weights (
 extra EMA the recipe lists, at 5 minutes only: the curve uses the recipe's own EMA; with --eta1 also
 DDIM-50 with eta = 1 from the same x_T, the recipe's own EMA), and scores them with ddpm_helpers.metrics
 against mnist_real_floor at the same N. One JSON per run goes to bench/results/recipe_search/; `report` aggregates them
-into bench/results/recipe_search.json.
+into bench/results/recipe_search.json. Recipes with prediction "v" or "x0" train the same network to predict v or
+x0 and wrap it in PredictionAsEps, so that the loss code and the samplers see an eps-predictor.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -39,6 +42,7 @@ from ddpm_helpers.data import load_mnist
 from ddpm_helpers.metrics import mnist_real_floor, mnist_scores
 from ddpm_helpers.models import UNet
 from ddpm_helpers.samplers import ddim_sample
+from ddpm_helpers import training
 from ddpm_helpers.schedules import NoiseSchedule
 from ddpm_helpers.training import ema_multi_avg_fn, loss_weights, train, weighted_loss
 
@@ -76,6 +80,11 @@ RECIPES = {
     "base_p2_32_64_b32": dict(BASE, channels=(32, 64), patch=2, batch_size=32),
     "base_p2_32_64_x2": dict(BASE, channels=(32, 64), patch=2, blocks=2),
     "base_p2_48_96": dict(BASE, channels=(48, 96), patch=2),
+    # t drawn so that the noise level sigma_t = sqrt((1 - a_t) / a_t) follows EDM's log-normal (edm_timesteps)
+    "base_p2_32_64_edm_t": dict(BASE, channels=(32, 64), patch=2, timesteps="edm_lognormal"),
+    # the network's output read as v or x0 and converted to eps (PredictionAsEps), min-SNR-5 as before
+    "base_p2_32_64_v": dict(BASE, channels=(32, 64), patch=2, prediction="v"),
+    "base_p2_32_64_x0": dict(BASE, channels=(32, 64), patch=2, prediction="x0"),
 }
 
 
@@ -90,8 +99,52 @@ def own_ema(recipe: dict) -> str:
     return f"ema{recipe['ema_decay']}"
 
 
-def build(recipe: dict) -> UNet:
-    return UNet(channels=recipe["channels"], blocks=recipe["blocks"], patch=recipe.get("patch", 1))
+class PredictionAsEps(torch.nn.Module):
+    """A network that predicts v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022) or x0, seen
+    from outside as the eps-predictor it implies (a_t = alpha_bar_t):
+
+        from v:  eps = sqrt(1 - a_t) x_t + sqrt(a_t) v
+        from x0: eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)
+
+    so that training (the eps loss) and every sampler stay as they are. The eps loss of this module
+    is the v loss times a_t, or the x0 loss times SNR_t; with the min-SNR weights min(SNR_t, g) / SNR_t
+    it is exactly Hang et al.'s min-SNR-g loss of v-prediction, min(SNR_t, g) / (SNR_t + 1) ||v - v_theta||^2,
+    or of x0-prediction, min(SNR_t, g) ||x0 - x0_theta||^2."""
+
+    def __init__(self, net: torch.nn.Module, schedule: NoiseSchedule, prediction: str):
+        super().__init__()
+        if prediction not in ("v", "x0"):
+            raise ValueError(f"prediction must be 'v' or 'x0' (eps needs no wrapper), got {prediction!r}")
+        self.net, self.prediction = net, prediction
+        a = schedule.alpha_bars.double()
+        self.register_buffer("sqrt_a", a.sqrt().float())
+        self.register_buffer("sqrt_1ma", (1 - a).sqrt().float())
+
+    def forward(self, x_t, t):
+        out = self.net(x_t, t)
+        sqrt_a, sqrt_1ma = (c[t].view(-1, 1, 1, 1) for c in (self.sqrt_a, self.sqrt_1ma))
+        if self.prediction == "v":
+            return sqrt_1ma * x_t + sqrt_a * out
+        return (x_t - sqrt_a * out) / sqrt_1ma
+
+
+def edm_timesteps(schedule: NoiseSchedule, p_mean: float = -1.2, p_std: float = 1.2):
+    """A draw_timesteps replacement: ln sigma ~ N(p_mean, p_std^2), the training noise levels of Karras
+    et al. 2022 (EDM, Table 1), each mapped to the first t whose sigma_t = sqrt((1 - a_t) / a_t) reaches it
+    (the last t where none does). With the linear schedule 95% of the draws fall in t = 5..485, half below 88: fewer
+    at the nearly clean and the nearly pure-noise ends than uniform t."""
+    sigmas = ((1 - schedule.alpha_bars.double()) / schedule.alpha_bars.double()).sqrt()
+
+    def draw(batch, T, kind, generator):
+        log_sigma = p_mean + p_std * torch.randn(batch, generator=generator, dtype=torch.float64)
+        return torch.searchsorted(sigmas, log_sigma.exp()).clamp_(max=T - 1)
+    return draw
+
+
+def build(recipe: dict, schedule: NoiseSchedule) -> torch.nn.Module:
+    net = UNet(channels=recipe["channels"], blocks=recipe["blocks"], patch=recipe.get("patch", 1))
+    prediction = recipe.get("prediction", "eps")
+    return net if prediction == "eps" else PredictionAsEps(net, schedule, prediction)
 
 
 def two_thread_speedup() -> float:
@@ -113,7 +166,7 @@ def measure_throughput(args) -> None:
     for key in keys + ([reference] if keys and reference in rows else []):
         recipe = by_key[key]
         torch.manual_seed(0)
-        model = build(recipe)
+        model = build(recipe, schedule)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x0 = torch.rand(recipe["batch_size"], 1, 28, 28) * 2 - 1
         times = []
@@ -183,13 +236,17 @@ def run(args) -> None:
     data, _ = load_mnist(train=True, root=args.data_root)
     schedule = getattr(NoiseSchedule, recipe["schedule"])(T=1000)
     torch.manual_seed(args.seed)
-    model = build(recipe)
+    model = build(recipe, schedule)
     extras = [ExtraEMA(model, kind) for kind in recipe.get("extra_emas", [])] if args.minutes == RANKED_MINUTES else []
-    settings = {k: v for k, v in recipe.items() if k not in ("channels", "blocks", "patch", "schedule", "extra_emas")}
+    settings = {k: v for k, v in recipe.items() if k not in ("channels", "blocks", "patch", "schedule", "extra_emas", "prediction")}
+    edm = settings["timesteps"] == "edm_lognormal"
+    if edm:   # train() knows only "uniform" and "stratified": swap its draw for this run
+        settings["timesteps"] = "uniform"
     start = time.perf_counter()
-    result = train(model, data, schedule, steps=steps, generator=torch.Generator().manual_seed(args.seed),
-                   device="cpu", num_threads=1, progress=not args.no_progress,
-                   callback=lambda step, seconds, ema: [e.update(model) for e in extras], **settings)
+    with mock.patch.object(training, "draw_timesteps", edm_timesteps(schedule)) if edm else contextlib.nullcontext():
+        result = train(model, data, schedule, steps=steps, generator=torch.Generator().manual_seed(args.seed),
+                       device="cpu", num_threads=1, progress=not args.no_progress,
+                       callback=lambda step, seconds, ema: [e.update(model) for e in extras], **settings)
     train_s = time.perf_counter() - start
     torch.set_num_threads(args.threads)
     own = own_ema(recipe)
