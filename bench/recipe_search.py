@@ -21,8 +21,9 @@ draws 1,000 DDIM-50 (eta = 0) samples from one seeded x_T with the EMA weights (
 extra EMA the recipe lists, at 5 minutes only: the curve uses the recipe's own EMA; with --eta1 also
 DDIM-50 with eta = 1 from the same x_T, the recipe's own EMA), and scores them with ddpm_helpers.metrics
 against mnist_real_floor at the same N. One JSON per run goes to bench/results/recipe_search/; `report` aggregates them
-into bench/results/recipe_search.json. Recipes with prediction "v" or "x0" train the same network to predict v or
-x0 and wrap it in PredictionAsEps, so that the loss code and the samplers see an eps-predictor.
+into bench/results/recipe_search.json. Recipes with prediction "v" or "x0" train the same network to predict v
+(wrapped in VPredictionAsEps) or x0 (UNet(prediction="x0")); both return the eps they imply, so that the
+loss code and the samplers are unchanged.
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ RECIPES = {
     "base_p2_48_96": dict(BASE, channels=(48, 96), patch=2),
     # t drawn so that the noise level sigma_t = sqrt((1 - a_t) / a_t) follows EDM's log-normal (edm_timesteps)
     "base_p2_32_64_edm_t": dict(BASE, channels=(32, 64), patch=2, timesteps="edm_lognormal"),
-    # the network's output read as v or x0 and converted to eps (PredictionAsEps), min-SNR-5 as before
+    # the network's output read as v (VPredictionAsEps) or x0 (UNet(prediction="x0")) and converted to eps,
+    # min-SNR-5 as before
     "base_p2_32_64_v": dict(BASE, channels=(32, 64), patch=2, prediction="v"),
     "base_p2_32_64_x0": dict(BASE, channels=(32, 64), patch=2, prediction="x0"),
 }
@@ -99,33 +101,24 @@ def own_ema(recipe: dict) -> str:
     return f"ema{recipe['ema_decay']}"
 
 
-class PredictionAsEps(torch.nn.Module):
-    """A network that predicts v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022) or x0, seen
-    from outside as the eps-predictor it implies (a_t = alpha_bar_t):
+class VPredictionAsEps(torch.nn.Module):
+    """A network that predicts v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans & Ho 2022), seen from
+    outside as the eps-predictor it implies (a_t = alpha_bar_t): eps = sqrt(1 - a_t) x_t + sqrt(a_t) v,
+    so that training (the eps loss) and every sampler stay as they are. The eps loss of this module is
+    the v loss times a_t; with the min-SNR weights min(SNR_t, g) / SNR_t it is exactly Hang et al.'s
+    min-SNR-g loss of v-prediction, min(SNR_t, g) / (SNR_t + 1) ||v - v_theta||^2. (x0-prediction is
+    UNet(prediction="x0"), which does the same in the package.)"""
 
-        from v:  eps = sqrt(1 - a_t) x_t + sqrt(a_t) v
-        from x0: eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)
-
-    so that training (the eps loss) and every sampler stay as they are. The eps loss of this module
-    is the v loss times a_t, or the x0 loss times SNR_t; with the min-SNR weights min(SNR_t, g) / SNR_t
-    it is exactly Hang et al.'s min-SNR-g loss of v-prediction, min(SNR_t, g) / (SNR_t + 1) ||v - v_theta||^2,
-    or of x0-prediction, min(SNR_t, g) ||x0 - x0_theta||^2."""
-
-    def __init__(self, net: torch.nn.Module, schedule: NoiseSchedule, prediction: str):
+    def __init__(self, net: torch.nn.Module, schedule: NoiseSchedule):
         super().__init__()
-        if prediction not in ("v", "x0"):
-            raise ValueError(f"prediction must be 'v' or 'x0' (eps needs no wrapper), got {prediction!r}")
-        self.net, self.prediction = net, prediction
+        self.net = net
         a = schedule.alpha_bars.double()
         self.register_buffer("sqrt_a", a.sqrt().float())
         self.register_buffer("sqrt_1ma", (1 - a).sqrt().float())
 
     def forward(self, x_t, t):
-        out = self.net(x_t, t)
         sqrt_a, sqrt_1ma = (c[t].view(-1, 1, 1, 1) for c in (self.sqrt_a, self.sqrt_1ma))
-        if self.prediction == "v":
-            return sqrt_1ma * x_t + sqrt_a * out
-        return (x_t - sqrt_a * out) / sqrt_1ma
+        return sqrt_1ma * x_t + sqrt_a * self.net(x_t, t)
 
 
 def edm_timesteps(schedule: NoiseSchedule, p_mean: float = -1.2, p_std: float = 1.2):
@@ -142,9 +135,10 @@ def edm_timesteps(schedule: NoiseSchedule, p_mean: float = -1.2, p_std: float = 
 
 
 def build(recipe: dict, schedule: NoiseSchedule) -> torch.nn.Module:
-    net = UNet(channels=recipe["channels"], blocks=recipe["blocks"], patch=recipe.get("patch", 1))
     prediction = recipe.get("prediction", "eps")
-    return net if prediction == "eps" else PredictionAsEps(net, schedule, prediction)
+    net = UNet(channels=recipe["channels"], blocks=recipe["blocks"], patch=recipe.get("patch", 1),
+               **(dict(prediction="x0", schedule=schedule) if prediction == "x0" else {}))
+    return VPredictionAsEps(net, schedule) if prediction == "v" else net
 
 
 def two_thread_speedup() -> float:

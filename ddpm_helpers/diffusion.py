@@ -60,6 +60,17 @@ def check_data(x0: Tensor, name: str = "x0") -> None:
     )
 
 
+def check_model_schedule(model: EpsModel, schedule: NoiseSchedule) -> None:
+    """Raise unless a model that converts its output with a schedule (UNet(prediction="x0")) was built
+    with this one: with another, the eps it returns would belong to a different forward process."""
+    config = getattr(model, "config", None)
+    own = config.get("schedule") if isinstance(config, dict) else None
+    if own is not None and own != schedule.config:
+        raise ValueError(f"the model converts x0 to eps with the schedule {own}, but the schedule here is "
+                         f"{schedule.config}; build the model with schedule=this schedule (or use the schedule "
+                         "that load_checkpoint returns with it)")
+
+
 def check_like(other, x: Tensor, name: str) -> None:
     """Raise unless `other` (noise, eps, a model output) is a tensor of x's shape and device."""
     if not isinstance(other, Tensor):
@@ -150,6 +161,7 @@ def loss_simple(model: EpsModel, x0: Tensor, schedule: NoiseSchedule, t=None,
     by q_sample: data in [-1, 1], or a ValueError naming the fix.
     """
     check_x(x0, "x0", schedule)
+    check_model_schedule(model, schedule)
     batch = x0.shape[0]
     if t is None:
         source = generator.device if generator is not None else torch.device("cpu")

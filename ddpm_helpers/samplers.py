@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .diffusion import EpsModel, check_like, check_x, draw_noise, predict_x0, q_posterior
+from .diffusion import EpsModel, check_like, check_model_schedule, check_x, draw_noise, predict_x0, q_posterior
 from .schedules import NoiseSchedule, _check_int
 
 VARIANCES = ("posterior", "beta")
@@ -113,6 +113,7 @@ def p_sample(model: EpsModel, x_t: Tensor, t, schedule: NoiseSchedule, noise: Te
     sigma_t^2 = beta_tilde_t (variance="posterior") or beta_t (variance="beta"), and no noise at
     t = 0. clip_x0=True clamps x0_pred to [-1, 1] (the data range) before forming the mean.
     """
+    check_model_schedule(model, schedule)
     _check_variance(variance)
     return _p_step(model, x_t, t, schedule, noise, variance, clip_x0, generator)[0]
 
@@ -122,6 +123,7 @@ def ancestral_sample_progressive(model: EpsModel, shape, schedule: NoiseSchedule
                                  clip_x0: bool = False, progress: bool = True,
                                  x_T: Tensor | None = None) -> Iterator[SamplerStep]:
     """Yield a SamplerStep for every t = T-1, ..., 0 of DDPM ancestral sampling (all T steps)."""
+    check_model_schedule(model, schedule)
     _check_variance(variance)
     x = _start(shape, schedule, generator, x_T)
     return _ancestral_steps(model, x, schedule, generator, variance, clip_x0, progress)
@@ -201,6 +203,7 @@ def ddim_step(model: EpsModel, x_t: Tensor, t, t_prev, schedule: NoiseSchedule, 
     t_prev = t - 1 is exactly p_sample with the posterior variance. With clip_x0, eps is re-derived
     from the clipped x0_pred.
     """
+    check_model_schedule(model, schedule)
     return _ddim_step(model, x_t, t, t_prev, schedule, eta, noise, clip_x0, generator)[0]
 
 
@@ -209,6 +212,7 @@ def ddim_sample_progressive(model: EpsModel, shape, schedule: NoiseSchedule, ste
                             progress: bool = True, x_T: Tensor | None = None) -> Iterator[SamplerStep]:
     """Yield a SamplerStep for every pair (t, t_prev) of ddim_timesteps(T, steps), the last t_prev -1."""
     eta = _check_eta(eta)
+    check_model_schedule(model, schedule)
     ts = ddim_timesteps(schedule.T, steps)
     x = _start(shape, schedule, generator, x_T)
     return _ddim_steps(model, x, schedule, ts, eta, generator, clip_x0, progress)
@@ -246,6 +250,7 @@ def naive_skip_sample_progressive(model: EpsModel, shape, schedule: NoiseSchedul
                                   generator: torch.Generator | None = None, progress: bool = True,
                                   x_T: Tensor | None = None) -> Iterator[SamplerStep]:
     """Yield the steps of naive_skip_sample (x_prev is what the next visited timestep receives)."""
+    check_model_schedule(model, schedule)
     ts = naive_skip_timesteps(schedule.T, k)
     x = _start(shape, schedule, generator, x_T)
     return _naive_steps(model, x, schedule, ts, generator, progress)

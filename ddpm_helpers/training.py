@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .config import get_device
 from .data import iterate_batches
-from .diffusion import draw_noise, loss_simple, q_sample
+from .diffusion import check_model_schedule, draw_noise, loss_simple, q_sample
 from .guidance import check_training_labels, labelled_batches
 from .schedules import NoiseSchedule
 
@@ -136,6 +136,7 @@ def train(model: nn.Module, data: Tensor, schedule: NoiseSchedule, *, steps: int
     """
     _check_args(data, steps, minutes, batch_size, lr, warmup, lr_decay, grad_clip, ema_decay, timesteps)
     loss_weights(schedule, loss_weighting, min_snr_gamma)         # raises on a bad weighting before any work
+    check_model_schedule(model, schedule)
     if labels is not None:
         labels = check_training_labels(model, data, labels, label_dropout)
     if isinstance(label_lr_scale, bool) or not isinstance(label_lr_scale, (int, float)) \

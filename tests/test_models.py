@@ -3,7 +3,12 @@
 import pytest
 import torch
 
+from ddpm_helpers.checkpoints import load_checkpoint, save_checkpoint
+from ddpm_helpers.diffusion import loss_simple, predict_x0
 from ddpm_helpers.models import MLPDenoiser, SinusoidalEmbedding, UNet, num_parameters
+from ddpm_helpers.samplers import ancestral_sample, ddim_sample
+from ddpm_helpers.schedules import NoiseSchedule
+from ddpm_helpers.training import loss_weights, train
 
 torch.set_num_threads(1)
 
@@ -218,3 +223,83 @@ def test_conditional_unet_rejects_bad_labels_with_clear_messages(labels, error, 
         model(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]), labels)
     with pytest.raises(ValueError, match="num_classes must be an int >= 1"):
         UNet(channels=(8, 16, 16), groups=4, num_classes=0)
+
+
+def test_x0_prediction_returns_the_eps_that_x_t_and_its_x0_imply_at_each_samples_own_t():
+    schedule = NoiseSchedule.linear(T=1000)
+    torch.manual_seed(0)
+    raw = _randomise(UNet(channels=(8, 16), groups=4, patch=2))
+    x0_model = UNet(channels=(8, 16), groups=4, patch=2, prediction="x0", schedule=schedule)
+    x0_model.load_state_dict(raw.state_dict())              # the same weights: raw(x_t, t) is its x0 estimate
+    x_t, t = torch.randn(5, 1, 28, 28), torch.tensor([0, 1, 500, 998, 999])
+    x0_hat = raw(x_t, t)
+    a = schedule.alpha_bars.double()[t].view(-1, 1, 1, 1)   # alpha_bar_t of each sample's own t, not t +- 1
+    want = (x_t.double() - a.sqrt() * x0_hat.double()) / (1 - a).sqrt()
+    torch.testing.assert_close(x0_model(x_t, t).double(), want, rtol=1e-5, atol=1e-5)
+    for shift in (-1, 1):                                   # an off-by-one in t would be caught
+        b = schedule.alpha_bars.double()[(t + shift).clamp(0, 999)].view(-1, 1, 1, 1)
+        off = (x_t.double() - b.sqrt() * x0_hat.double()) / (1 - b).sqrt()
+        assert not torch.allclose(x0_model(x_t, t).double()[1:4], off[1:4], rtol=1e-5, atol=1e-5)
+    # and the samplers' predict_x0 recovers the network's x0 from that eps
+    back = predict_x0(x_t, t, x0_model(x_t, t), schedule)
+    torch.testing.assert_close(back, x0_hat, rtol=0, atol=2e-3)
+    torch.testing.assert_close(back[:3], x0_hat[:3], rtol=0, atol=1e-5)
+
+
+def test_x0_prediction_with_min_snr_weights_is_the_min_snr_loss_of_x0():
+    schedule = NoiseSchedule.linear(T=1000)
+    torch.manual_seed(1)
+    model = _randomise(UNet(channels=(8, 16), groups=4, patch=2, prediction="x0", schedule=schedule))
+    x0, noise = torch.rand(4, 1, 28, 28) * 2 - 1, torch.randn(4, 1, 28, 28)
+    t = torch.tensor([3, 90, 400, 900])
+    a = schedule.alpha_bars.double()[t].view(-1, 1, 1, 1)
+    x_t = (a.sqrt() * x0 + (1 - a).sqrt() * noise).float()
+    weights = loss_weights(schedule, "min_snr", 5.0)[t].double()
+    eps_loss = weights * (model(x_t, t).double() - noise).pow(2).flatten(1).mean(1)
+    snr = (a / (1 - a)).flatten()
+    x0_loss = snr.clamp(max=5.0) * (_x0_estimate(model, x_t, t).double() - x0).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(eps_loss, x0_loss, rtol=1e-4, atol=0)
+
+
+def _x0_estimate(model, x_t, t):
+    """What the out-conv of an x0-predicting UNet outputs: the same weights in an eps-predicting UNet."""
+    raw = UNet(**{k: v for k, v in model.config.items() if k not in ("prediction", "schedule")})
+    raw.load_state_dict(model.state_dict())
+    return raw(x_t, t)
+
+
+def test_x0_prediction_round_trips_through_its_config_and_a_checkpoint(tmp_path):
+    schedule = NoiseSchedule.cosine(T=200)
+    model = _randomise(UNet(channels=(8, 16), groups=4, patch=2, prediction="x0", schedule=schedule))
+    assert model.config["prediction"] == "x0" and model.config["schedule"] == schedule.config
+    assert "prediction" not in UNet(channels=(8, 16), groups=4, patch=2).config   # eps files stay as they were
+    assert set(model.state_dict()) == set(UNet(channels=(8, 16), groups=4, patch=2).state_dict())
+    path = save_checkpoint(tmp_path / "x0.pt", model, schedule)
+    loaded, loaded_schedule = load_checkpoint(path)
+    assert loaded.config == model.config and loaded_schedule.config == schedule.config
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([0, 199])
+    torch.testing.assert_close(loaded(x, t), model.eval()(x, t), rtol=0, atol=0)
+
+
+def test_x0_prediction_needs_its_schedule_and_refuses_bad_settings_with_the_fix():
+    with pytest.raises(ValueError, match=r"prediction must be one of \('eps', 'x0'\).*got 'v'"):
+        UNet(channels=(8, 16), groups=4, patch=2, prediction="v")
+    with pytest.raises(ValueError, match=r"needs the noise schedule .*schedule=NoiseSchedule.linear\(1000\)"):
+        UNet(channels=(8, 16), groups=4, patch=2, prediction="x0")
+    with pytest.raises(ValueError, match="schedule is only used with prediction='x0'"):
+        UNet(channels=(8, 16), groups=4, patch=2, schedule=NoiseSchedule.linear(T=10))
+    with pytest.raises(ValueError, match="custom schedule cannot be rebuilt"):
+        UNet(channels=(8, 16), groups=4, patch=2, prediction="x0",
+             schedule=NoiseSchedule.from_betas(torch.full((10,), 0.1)))
+    model = UNet(channels=(8, 16), groups=4, patch=2, prediction="x0", schedule=NoiseSchedule.linear(T=10))
+    with pytest.raises(ValueError, match=r"integer timesteps t in 0 \.\.\. 9"):
+        model(torch.randn(2, 1, 28, 28), torch.tensor([3, 10]))
+    with pytest.raises(ValueError, match="integer timesteps"):
+        model(torch.randn(2, 1, 28, 28), torch.tensor([0.5, 3.0]))
+    other = NoiseSchedule.linear(T=20)
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    for use in (lambda: loss_simple(model, x, other), lambda: ddim_sample(model, (1, 1, 28, 28), other, steps=2),
+                lambda: ancestral_sample(model, (1, 1, 28, 28), other, progress=False),
+                lambda: train(model, x, other, steps=1, batch_size=2, progress=False, device="cpu")):
+        with pytest.raises(ValueError, match=r"converts x0 to eps with the schedule .*build the model with schedule="):
+            use()

@@ -199,8 +199,17 @@ def test_cli_trains_a_tiny_mnist_unet_on_the_bundled_subset(tmp_path, monkeypatc
     patched, _ = load_checkpoint(tmp_path / "p.pt")
     assert patched.config["patch"] == 2 and patched.in_conv.in_channels == 4
     assert "--patch=2" in patched.provenance["explicit_command"]
+    assert "--prediction=eps" in patched.provenance["explicit_command"] and "prediction" not in patched.config
     with pytest.raises(SystemExit, match=r"--channels 8,8,8 has 3 levels.*pass --patch 1"):
         main(["mnist", "--steps", "1", "--channels", "8,8,8", "--out", str(tmp_path / "x.pt"), "--no-progress"])
+    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8", "--prediction", "x0", "--schedule",
+          "cosine", "--out", str(tmp_path / "x0.pt"), "--no-progress"])
+    x0_model, schedule = load_checkpoint(tmp_path / "x0.pt")
+    assert x0_model.config["prediction"] == "x0" and x0_model.config["schedule"] == schedule.config
+    assert schedule.config["kind"] == "cosine" and "--prediction=x0" in x0_model.provenance["explicit_command"]
+    with pytest.raises(ValueError, match="architecture mismatch.*differs in.*prediction"):
+        main(["mnist", "--steps", "1", "--batch-size", "16", "--channels", "8,8", "--prediction", "x0",
+              "--init", str(tmp_path / "p.pt"), "--out", str(tmp_path / "y.pt"), "--no-progress"])
 
 
 # ---- class-conditional training (labels, label dropout; notebook 07) ----------------------------

@@ -17,6 +17,13 @@ Hoogeboom et al. 2023, down-samples its first layer the same way). With patch=2 
 
     28x28 -> unshuffle -> 4x14x14: in-conv -> c1 ─────────────── skip ─────────→ c1 -> out-conv -> shuffle -> 28x28
      7x7:                                       ↓ c2 -> middle -> c2 ── skip ──→ c2 ↑
+
+prediction="x0" makes the out-conv predict the clean image x0 instead of eps; forward still returns
+eps, the one that x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps implies (a_t = alpha_bar_t of the model's
+schedule): eps = (x_t - sqrt(a_t) x0_theta) / sqrt(1 - a_t). So the loss code and every sampler stay
+as they are; the eps loss of such a network is SNR_t ||x0 - x0_theta||^2 (SNR_t = a_t / (1 - a_t)),
+and with the min-SNR-g weights min(SNR_t, g) / SNR_t it is Hang et al.'s min-SNR-g loss of
+x0-prediction, min(SNR_t, g) ||x0 - x0_theta||^2.
 """
 from __future__ import annotations
 
@@ -24,8 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..schedules import NoiseSchedule
 from .embeddings import SinusoidalEmbedding, check_timesteps
 from .labels import LabelEmbedding
+
+PREDICTIONS = ("eps", "x0")
 
 
 class ResidualBlock(nn.Module):
@@ -61,14 +71,18 @@ class UNet(nn.Module):
     num_classes: None (default) for eps(x_t, t); an int makes it class-conditional, eps(x_t, t, labels),
     with a learned label embedding (zero at the start, see LabelEmbedding) added to the time
     embedding and one extra null label for "no condition" (classifier-free guidance).
+    prediction: "eps" (default) or "x0", which needs the schedule the model is trained and sampled
+    with (a NoiseSchedule or its config): the out-conv then predicts x0 and forward returns the eps
+    it implies (module docstring).
     `config` holds the keyword arguments that rebuild the model.
     """
 
     def __init__(self, channels=(32, 64, 64), blocks: int = 1, time_dim: int | None = None,
                  groups: int = 8, in_channels: int = 1, dropout: float = 0.0, num_classes: int | None = None,
-                 patch: int = 1):
+                 patch: int = 1, prediction: str = "eps", schedule: NoiseSchedule | dict | None = None):
         super().__init__()
         channels = _check_config(channels, blocks, groups, in_channels, dropout, patch)
+        schedule = _check_prediction(prediction, schedule)
         time_dim = 4 * channels[0] if time_dim is None else time_dim
         self.config = dict(channels=channels, blocks=blocks, time_dim=time_dim, groups=groups,
                            in_channels=in_channels, dropout=dropout)
@@ -76,6 +90,12 @@ class UNet(nn.Module):
             self.config["num_classes"] = num_classes
         if patch != 1:                             # the same: files without the key are patch=1 networks
             self.config["patch"] = patch
+        if prediction != "eps":                    # and eps-prediction networks
+            self.config.update(prediction=prediction, schedule=dict(schedule.config))
+            a = schedule.alpha_bars.detach().cpu().double()   # not saved in a checkpoint: the config rebuilds them
+            self.register_buffer("sqrt_alpha_bars", a.sqrt().float(), persistent=False)
+            self.register_buffer("sqrt_one_minus_alpha_bars", (1 - a).sqrt().float(), persistent=False)
+        self.prediction = prediction
         self.in_channels, self.num_classes, self.patch = in_channels, num_classes, patch
         self.size_multiple = patch * 2 ** (len(channels) - 1)   # H and W must be multiples of it
         self.time_mlp = nn.Sequential(SinusoidalEmbedding(channels[0]), nn.Linear(channels[0], time_dim),
@@ -115,15 +135,17 @@ class UNet(nn.Module):
         0 ... num_classes-1, num_classes = the null label, None = the null label for every sample."""
         self._check_input(x_t)
         x_t = x_t.contiguous(memory_format=torch.channels_last)
-        temb = self.time_mlp(check_timesteps(t, batch=x_t.shape[0]))
+        t = check_timesteps(t, batch=x_t.shape[0])
+        temb = self.time_mlp(t)
         if self.label_embedding is not None:
             temb = temb + self.label_embedding(labels, x_t.shape[0])
         elif labels is not None:
             raise ValueError("this UNet is unconditional (built without num_classes) but got labels; "
                              "build UNet(..., num_classes=10) and train it with labels, or drop the labels")
+        h = x_t
         if self.patch > 1:                        # (B, C, H, W) -> (B, C * p * p, H / p, W / p)
-            x_t = F.pixel_unshuffle(x_t, self.patch).contiguous(memory_format=torch.channels_last)
-        h, skips = self.in_conv(x_t), []
+            h = F.pixel_unshuffle(h, self.patch).contiguous(memory_format=torch.channels_last)
+        h, skips = self.in_conv(h), []
         for level, blocks in enumerate(self.down):
             for blk in blocks:
                 h = blk(h, temb)
@@ -138,7 +160,16 @@ class UNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.out_conv(F.silu(self.out_norm(h)))
-        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
+        out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
+        if self.prediction == "eps":
+            return out
+        T = len(self.sqrt_alpha_bars)
+        if t.is_floating_point() or t.min() < 0 or t.max() >= T:
+            raise ValueError(f"an x0-predicting UNet needs integer timesteps t in 0 ... {T - 1} (its schedule's "
+                             f"T = {T}) to convert x0 to eps, got {t.dtype} t in [{t.min().item()}, {t.max().item()}]")
+        sqrt_a = self.sqrt_alpha_bars[t].view(-1, 1, 1, 1)
+        sqrt_1ma = self.sqrt_one_minus_alpha_bars[t].view(-1, 1, 1, 1)
+        return (x_t - sqrt_a * out) / sqrt_1ma     # the eps that x_t and x0_theta imply
 
     def num_parameters(self) -> int:
         """The number of trainable parameters."""
@@ -154,6 +185,26 @@ class UNet(nn.Module):
                 f"x_t must have shape (B, {self.in_channels}, H, W) with H and W divisible by {factor} "
                 f"(e.g. (B, 1, 28, 28) for MNIST), got {tuple(x_t.shape)}{fix}"
             )
+
+
+def _check_prediction(prediction, schedule) -> NoiseSchedule | None:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS} (what the out-conv predicts), got {prediction!r}")
+    if prediction == "eps":
+        if schedule is not None:
+            raise ValueError("schedule is only used with prediction='x0' (an eps-predicting UNet does not "
+                             "depend on it); drop schedule=...")
+        return None
+    if isinstance(schedule, dict):
+        schedule = NoiseSchedule.from_config(schedule)
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"prediction={prediction!r} needs the noise schedule the model is trained and sampled "
+                         f"with, e.g. UNet(..., prediction={prediction!r}, schedule=NoiseSchedule.linear(1000)); "
+                         f"got schedule={schedule!r}")
+    if schedule.config.get("kind") not in ("linear", "cosine"):
+        raise ValueError("a custom schedule cannot be rebuilt from the model's config (nor from a checkpoint); "
+                         "use NoiseSchedule.linear(...) or NoiseSchedule.cosine(...)")
+    return schedule
 
 
 def _check_config(channels, blocks, groups, in_channels, dropout, patch) -> tuple[int, ...]:
