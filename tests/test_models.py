@@ -233,6 +233,7 @@ def test_x0_prediction_returns_the_eps_that_x_t_and_its_x0_imply_at_each_samples
     x0_model.load_state_dict(raw.state_dict())              # the same weights: raw(x_t, t) is its x0 estimate
     x_t, t = torch.randn(5, 1, 28, 28), torch.tensor([0, 1, 500, 998, 999])
     x0_hat = raw(x_t, t)
+    torch.testing.assert_close(x0_model.output(x_t, t), x0_hat, rtol=0, atol=0)
     a = schedule.alpha_bars.double()[t].view(-1, 1, 1, 1)   # alpha_bar_t of each sample's own t, not t +- 1
     want = (x_t.double() - a.sqrt() * x0_hat.double()) / (1 - a).sqrt()
     torch.testing.assert_close(x0_model(x_t, t).double(), want, rtol=1e-5, atol=1e-5)
@@ -257,15 +258,8 @@ def test_x0_prediction_with_min_snr_weights_is_the_min_snr_loss_of_x0():
     weights = loss_weights(schedule, "min_snr", 5.0)[t].double()
     eps_loss = weights * (model(x_t, t).double() - noise).pow(2).flatten(1).mean(1)
     snr = (a / (1 - a)).flatten()
-    x0_loss = snr.clamp(max=5.0) * (_x0_estimate(model, x_t, t).double() - x0).pow(2).flatten(1).mean(1)
+    x0_loss = snr.clamp(max=5.0) * (model.output(x_t, t).double() - x0).pow(2).flatten(1).mean(1)
     torch.testing.assert_close(eps_loss, x0_loss, rtol=1e-4, atol=0)
-
-
-def _x0_estimate(model, x_t, t):
-    """What the out-conv of an x0-predicting UNet outputs: the same weights in an eps-predicting UNet."""
-    raw = UNet(**{k: v for k, v in model.config.items() if k not in ("prediction", "schedule")})
-    raw.load_state_dict(model.state_dict())
-    return raw(x_t, t)
 
 
 def test_x0_prediction_round_trips_through_its_config_and_a_checkpoint(tmp_path):

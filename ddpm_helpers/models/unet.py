@@ -72,8 +72,8 @@ class UNet(nn.Module):
     with a learned label embedding (zero at the start, see LabelEmbedding) added to the time
     embedding and one extra null label for "no condition" (classifier-free guidance).
     prediction: "eps" (default) or "x0", which needs the schedule the model is trained and sampled
-    with (a NoiseSchedule or its config): the out-conv then predicts x0 and forward returns the eps
-    it implies (module docstring).
+    with (a NoiseSchedule or its config): the out-conv then predicts x0 (UNet.output) and forward
+    returns the eps it implies (module docstring).
     `config` holds the keyword arguments that rebuild the model.
     """
 
@@ -132,11 +132,24 @@ class UNet(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """eps_theta(x_t, t), or eps_theta(x_t, t, labels) for a conditional model: labels (B,) in
-        0 ... num_classes-1, num_classes = the null label, None = the null label for every sample."""
+        0 ... num_classes-1, num_classes = the null label, None = the null label for every sample.
+        With prediction="x0", the eps that x_t and the network's x0_theta = self.output(...) imply."""
+        out = self.output(x_t, t, labels)
+        if self.prediction == "eps":
+            return out
+        T = len(self.sqrt_alpha_bars)
+        if t.is_floating_point() or t.min() < 0 or t.max() >= T:
+            raise ValueError(f"an x0-predicting UNet needs integer timesteps t in 0 ... {T - 1} (its schedule's "
+                             f"T = {T}) to convert x0 to eps, got {t.dtype} t in [{t.min().item()}, {t.max().item()}]")
+        sqrt_a = self.sqrt_alpha_bars[t].view(-1, 1, 1, 1)
+        sqrt_1ma = self.sqrt_one_minus_alpha_bars[t].view(-1, 1, 1, 1)
+        return (x_t - sqrt_a * out) / sqrt_1ma     # the eps that x_t and x0_theta imply
+
+    def output(self, x_t: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """What the out-conv predicts: eps_theta (prediction="eps", the same as forward) or x0_theta."""
         self._check_input(x_t)
         x_t = x_t.contiguous(memory_format=torch.channels_last)
-        t = check_timesteps(t, batch=x_t.shape[0])
-        temb = self.time_mlp(t)
+        temb = self.time_mlp(check_timesteps(t, batch=x_t.shape[0]))
         if self.label_embedding is not None:
             temb = temb + self.label_embedding(labels, x_t.shape[0])
         elif labels is not None:
@@ -160,16 +173,7 @@ class UNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.out_conv(F.silu(self.out_norm(h)))
-        out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
-        if self.prediction == "eps":
-            return out
-        T = len(self.sqrt_alpha_bars)
-        if t.is_floating_point() or t.min() < 0 or t.max() >= T:
-            raise ValueError(f"an x0-predicting UNet needs integer timesteps t in 0 ... {T - 1} (its schedule's "
-                             f"T = {T}) to convert x0 to eps, got {t.dtype} t in [{t.min().item()}, {t.max().item()}]")
-        sqrt_a = self.sqrt_alpha_bars[t].view(-1, 1, 1, 1)
-        sqrt_1ma = self.sqrt_one_minus_alpha_bars[t].view(-1, 1, 1, 1)
-        return (x_t - sqrt_a * out) / sqrt_1ma     # the eps that x_t and x0_theta imply
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
     def num_parameters(self) -> int:
         """The number of trainable parameters."""
