@@ -52,7 +52,8 @@ THROUGHPUT = RESULTS / "recipe_throughput.json"
 
 # The old default of `python -m ddpm_helpers.train mnist` and the candidates, each one change away
 # from "base" (the probe recipe plus min-SNR-5), so that the ranking says what each change does.
-# base was the first winner; base_p2_32_64 (the U-Net on folded 2x2 pixel squares) is the current default.
+# base was the first winner, then base_p2_32_64 (the U-Net on folded 2x2 pixel squares); base_p2_32_64_x0
+# (the same network predicting x0) is the current default.
 OLD = dict(channels=(32, 64, 64), blocks=1, batch_size=128, lr=2e-3, warmup=200, lr_decay="cosine",
            ema_decay=0.999, timesteps="stratified", loss_weighting="none", schedule="linear")
 BASE = dict(channels=(16, 32, 64), blocks=1, batch_size=64, lr=3e-3, warmup=100, lr_decay="cosine",
@@ -282,7 +283,7 @@ def report(args) -> None:
     print("5 minutes on 2 threads (steps from recipe_throughput.json); seeds < 2 is a single run:")
     print(table(rows, list(rows[0])))
     curve = []
-    for name in ("old_default", "base", "base_p2_32_64"):
+    for name in ("old_default", "base", "base_p2_32_64", "base_p2_32_64_x0"):
         for suffix in ("", ETA1):
             by_minutes = {}
             for r in runs:
@@ -291,8 +292,9 @@ def report(args) -> None:
                     by_minutes.setdefault(r["minutes_equivalent"], []).append((r, r["scores"][own]))
             curve += [dict(minutes=m, eta=1 if suffix else 0, **summary(name, items))
                       for m, items in sorted(by_minutes.items())]
-    print("quality against minutes: the old default (MNIST_2025), the first default of this search (base) "
-          "and the current one (base_p2_32_64, RECIPES['mnist'] of ddpm_helpers.train), "
+    print("quality against minutes: the old default (MNIST_2025), the first default of this search (base), "
+          "the folded network (base_p2_32_64) and the current default (base_p2_32_64_x0, RECIPES['mnist'] "
+          "of ddpm_helpers.train), "
           "DDIM-50 with eta = 0 and (runs with --eta1) eta = 1:")
     print(table(curve, list(curve[0])))
     throughput = json.loads(THROUGHPUT.read_text())

@@ -194,21 +194,21 @@ def test_cli_trains_a_tiny_mnist_unet_on_the_bundled_subset(tmp_path, monkeypatc
     model, _ = load_checkpoint(tmp_path / "u.pt")
     assert type(model) is UNet and model.config["channels"] == (8, 8, 8)
     assert model.provenance["data"].startswith("MNIST train, 24000 images")
-    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8", "--patch", "2", "--out",
-          str(tmp_path / "p.pt"), "--no-progress"])
+    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8", "--patch", "2", "--prediction", "eps",
+          "--out", str(tmp_path / "p.pt"), "--no-progress"])
     patched, _ = load_checkpoint(tmp_path / "p.pt")
     assert patched.config["patch"] == 2 and patched.in_conv.in_channels == 4
     assert "--patch=2" in patched.provenance["explicit_command"]
     assert "--prediction=eps" in patched.provenance["explicit_command"] and "prediction" not in patched.config
     with pytest.raises(SystemExit, match=r"--channels 8,8,8 has 3 levels.*pass --patch 1"):
         main(["mnist", "--steps", "1", "--channels", "8,8,8", "--out", str(tmp_path / "x.pt"), "--no-progress"])
-    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8", "--prediction", "x0", "--schedule",
-          "cosine", "--out", str(tmp_path / "x0.pt"), "--no-progress"])
+    main(["mnist", "--steps", "2", "--batch-size", "16", "--channels", "8,8", "--schedule", "cosine",
+          "--out", str(tmp_path / "x0.pt"), "--no-progress"])             # the default recipe predicts x0
     x0_model, schedule = load_checkpoint(tmp_path / "x0.pt")
     assert x0_model.config["prediction"] == "x0" and x0_model.config["schedule"] == schedule.config
     assert schedule.config["kind"] == "cosine" and "--prediction=x0" in x0_model.provenance["explicit_command"]
     with pytest.raises(ValueError, match="architecture mismatch.*differs in.*prediction"):
-        main(["mnist", "--steps", "1", "--batch-size", "16", "--channels", "8,8", "--prediction", "x0",
+        main(["mnist", "--steps", "1", "--batch-size", "16", "--channels", "8,8",
               "--init", str(tmp_path / "p.pt"), "--out", str(tmp_path / "y.pt"), "--no-progress"])
 
 
