@@ -207,7 +207,7 @@ def test_cli_trains_a_tiny_mnist_unet_on_the_bundled_subset(tmp_path, monkeypatc
     x0_model, schedule = load_checkpoint(tmp_path / "x0.pt")
     assert x0_model.config["prediction"] == "x0" and x0_model.config["schedule"] == schedule.config
     assert schedule.config["kind"] == "cosine" and "--prediction=x0" in x0_model.provenance["explicit_command"]
-    with pytest.raises(ValueError, match="architecture mismatch.*differs in.*prediction"):
+    with pytest.raises(SystemExit, match=r"p\.pt holds a network that predicts eps.*pass --prediction eps"):
         main(["mnist", "--steps", "1", "--batch-size", "16", "--channels", "8,8",
               "--init", str(tmp_path / "p.pt"), "--out", str(tmp_path / "y.pt"), "--no-progress"])
 
