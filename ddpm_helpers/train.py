@@ -165,11 +165,12 @@ def _initialize(model, schedule, path) -> tuple[dict, str | None]:
     its provenance, which the new checkpoint keeps as `initialized_from`, and a note when a
     conditional model started from an unconditional file (the only tensors not loaded)."""
     note = None
-    file_prediction = read_checkpoint(path)["model_config"].get("prediction", "eps")
+    file_config = read_checkpoint(path)["model_config"]
+    file_prediction = file_config.get("prediction", "eps")
     if file_prediction != getattr(model, "prediction", "eps"):
         raise SystemExit(f"--init {path} holds a network that predicts {file_prediction}, but this one would predict "
                          f"{model.prediction}: pass --prediction {file_prediction} (the shipped MNIST files predict eps)")
-    if getattr(model, "num_classes", None) is not None and "num_classes" not in read_checkpoint(path)["model_config"]:
+    if getattr(model, "num_classes", None) is not None and "num_classes" not in file_config:
         loaded, loaded_schedule = load_checkpoint(path)
         zero = init_from_unconditional(model, loaded)     # strict=False for the label embedding only
         note = (f"conditional model started from the unconditional file {path}: every weight loaded from it "
