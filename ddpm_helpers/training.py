@@ -225,11 +225,19 @@ def _provenance(step, minutes, generator, device, data, settings) -> dict:
     return dict(
         steps=step, minutes=minutes, images_seen=step * settings["batch_size"],
         seed=generator.initial_seed() if generator is not None else None, device=str(device),
+        accelerator=_accelerator_name(device),
         data_shape=list(data.shape), threads=torch.get_num_threads(),
         machine=f"{platform.machine()} {platform.processor() or platform.system()}, {_cpu_name()}",
         torch=str(torch.__version__), settings={k: v for k, v in settings.items() if k not in ("steps", "minutes")},
         budget={"steps": settings["steps"], "minutes": settings["minutes"]},
     )
+
+
+def _accelerator_name(device: torch.device) -> str | None:
+    """The GPU a run trained on (None on the CPU), so that a checkpoint says which card its minutes are on."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "Apple GPU (mps)" if device.type == "mps" else None
 
 
 def _cpu_name() -> str:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from ddpm_helpers import training
 from ddpm_helpers.data import make_moons
 from ddpm_helpers.models import MLPDenoiser
 from ddpm_helpers.schedules import NoiseSchedule
@@ -75,6 +76,13 @@ def test_stops_at_the_step_budget_when_it_comes_first():
     result = train(_tiny_model(), _moons(), NoiseSchedule.linear(T=100), steps=7, minutes=10.0,
                    batch_size=32, device="cpu", progress=False)
     assert result.provenance["steps"] == 7 == len(result.losses)
+    assert result.provenance["device"] == "cpu" and result.provenance["accelerator"] is None
+
+
+def test_provenance_names_the_gpu_a_run_trained_on(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"NVIDIA H200 (asked for {device})")
+    assert training._accelerator_name(torch.device("cuda", 0)) == "NVIDIA H200 (asked for cuda:0)"
+    assert training._accelerator_name(torch.device("cpu")) is None
 
 
 def test_stops_at_the_time_budget_when_it_comes_first():
