@@ -32,13 +32,14 @@ RECIPES = {
     # channels (levels at 14 and 7 px; a quarter of the shipped network's FLOPs per digit, 4x its digits
     # per second) that predicts x0 (UNet(prediction="x0") returns the eps it implies), batches of 64,
     # a high peak learning rate, a short EMA and min-SNR-5.
-    # The shipped mnist_unet was trained with the earlier recipe, MNIST_2025 below.
+    # The shipped mnist_unet is this recipe on the shipped architecture with a GPU's batch size (the README gives
+    # its command); mnist_unet_cond started from the earlier mnist_unet, trained with MNIST_2025 below.
     "mnist": dict(channels="32,64", blocks=1, patch=2, prediction="x0", batch_size=64, lr=3e-3, warmup=100,
                   grad_clip=1.0, weight_decay=0.0, ema_decay=0.99, timesteps="uniform", loss_weighting="min_snr",
                   min_snr_gamma=5.0, schedule="linear"),
 }
-# The recipe behind the shipped mnist_unet.pt and mnist_unet_cond.pt (the default before the recipe search):
-# pass these options to rerun their recorded commands.
+# The recipe behind the earlier mnist_unet.pt and the mnist_unet_cond.pt made from it (the default before the
+# recipe search): pass these options to rerun their recorded commands.
 MNIST_2025 = dict(channels="32,64,64", blocks=1, patch=1, prediction="eps", batch_size=128, lr=2e-3, warmup=200,
                   grad_clip=1.0, weight_decay=0.0, ema_decay=0.999, timesteps="stratified", loss_weighting="none",
                   min_snr_gamma=5.0, schedule="linear")
@@ -169,7 +170,8 @@ def _initialize(model, schedule, path) -> tuple[dict, str | None]:
     file_prediction = file_config.get("prediction", "eps")
     if file_prediction != getattr(model, "prediction", "eps"):
         raise SystemExit(f"--init {path} holds a network that predicts {file_prediction}, but this one would predict "
-                         f"{model.prediction}: pass --prediction {file_prediction} (the shipped MNIST files predict eps)")
+                         f"{model.prediction}: pass --prediction {file_prediction} (the shipped mnist_unet predicts x0, "
+                         f"mnist_unet_cond eps)")
     if getattr(model, "num_classes", None) is not None and "num_classes" not in file_config:
         loaded, loaded_schedule = load_checkpoint(path)
         zero = init_from_unconditional(model, loaded)     # strict=False for the label embedding only
