@@ -5,7 +5,7 @@ import torch
 from ddpm_helpers.checkpoints import PRETRAINED, load_checkpoint, load_pretrained, read_checkpoint, save_checkpoint
 from ddpm_helpers.models import MLPDenoiser, UNet
 from ddpm_helpers.schedules import NoiseSchedule
-from ddpm_helpers.train import MNIST_2025
+from ddpm_helpers.train import MNIST_2025, RECIPES
 
 torch.set_num_threads(1)
 
@@ -130,6 +130,18 @@ def test_a_conditional_model_round_trips_with_num_classes_in_its_config(tmp_path
     torch.testing.assert_close(loaded(x, t, labels), model.eval()(x, t, labels), rtol=0, atol=0)
     with pytest.raises(ValueError, match="num_classes: checkpoint 10 vs model '<absent>'"):
         load_checkpoint(tmp_path / "cond.pt", model=UNet(channels=(8, 16, 16), groups=4))
+
+
+def test_shipped_mnist_unet_predicts_x0_with_its_schedule_and_the_default_recipes_loss():
+    model, schedule = load_pretrained("mnist_unet")
+    assert model.prediction == "x0" and model.config["schedule"] == schedule.config
+    settings = model.provenance["settings"]
+    for key in ("timesteps", "loss_weighting", "min_snr_gamma", "grad_clip", "weight_decay"):
+        assert settings[key] == RECIPES["mnist"][key], key
+    x, t = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 999])
+    with torch.no_grad():                                    # forward is the eps that x_t and the x0 output imply
+        a = schedule.alpha_bars[t].view(-1, 1, 1, 1)
+        torch.testing.assert_close(model(x, t), (x - a.sqrt() * model.output(x, t)) / (1 - a).sqrt())
 
 
 def test_shipped_conditional_weights_know_the_digits_and_say_where_they_started():
