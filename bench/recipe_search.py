@@ -89,6 +89,13 @@ RECIPES = {
     # min-SNR-5 as before
     "base_p2_32_64_v": dict(BASE, channels=(32, 64), patch=2, prediction="v"),
     "base_p2_32_64_x0": dict(BASE, channels=(32, 64), patch=2, prediction="x0"),
+    # one change away from the default: batch 32 (which helped the eps network), and the min-SNR gamma, which
+    # for an x0 network weights its squared x0 error by min(SNR_t, gamma)
+    "base_p2_32_64_x0_b32": dict(BASE, channels=(32, 64), patch=2, prediction="x0", batch_size=32),
+    "base_p2_32_64_x0_gamma0.25": dict(BASE, channels=(32, 64), patch=2, prediction="x0", min_snr_gamma=0.25),
+    "base_p2_32_64_x0_gamma0.5": dict(BASE, channels=(32, 64), patch=2, prediction="x0", min_snr_gamma=0.5),
+    "base_p2_32_64_x0_gamma1": dict(BASE, channels=(32, 64), patch=2, prediction="x0", min_snr_gamma=1.0),
+    "base_p2_32_64_x0_gamma20": dict(BASE, channels=(32, 64), patch=2, prediction="x0", min_snr_gamma=20.0),
 }
 
 
