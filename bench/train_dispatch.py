@@ -31,7 +31,7 @@ NO_KERNEL = {"aten.view", "aten._unsafe_view", "aten.t", "aten.transpose", "aten
              "aten.alias", "aten.unsqueeze", "aten.squeeze", "aten.reshape", "aten.slice", "aten.select",
              "aten.permute", "aten.as_strided", "aten.lift_fresh"}
 HOST_READ = "aten._local_scalar_dense"
-SOURCES = ("ddpm_helpers", "torch/optim", "torch/nn/utils", "torch/optim/swa_utils")
+SOURCES = ("ddpm_helpers", "torch/optim", "torch/nn/utils")   # swa_utils (AveragedModel) is under torch/optim
 
 
 class DispatchCounter(TorchDispatchMode):
